@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import pytest
+
+from plyr_rooms.errors import TaskFailed
+from plyr_rooms.tasks import TaskResult, TaskState
+
+ADDRESS = "0xAbC0000000000000000000000000000000000001"
+
+
+class TestStatusShapes:
+    def test_success_with_method_and_body(self) -> None:
+        result = TaskResult.from_json(
+            {
+                "taskId": "1717171717171-0",
+                "taskData": {
+                    "method": "createGameRoom",
+                    "body": {"gameId": "g", "expiresIn": 2592000},
+                    "result": {"gameId": "g", "roomId": "12", "roomAddress": ADDRESS},
+                },
+                "status": "SUCCESS",
+                "hash": "0x" + "ab" * 32,
+                "errorMessage": None,
+                "completedAt": "2025-05-31T12:34:56.789Z",
+            }
+        )
+        assert result.state is TaskState.SUCCESS
+        assert result.task_id == "1717171717171-0"
+        assert result.method == "createGameRoom"
+        assert result.body == {"gameId": "g", "expiresIn": 2592000}
+        assert (result.room_id, result.room_address) == ("12", ADDRESS)
+        assert result.error_message is None
+
+    def test_success_without_result_has_no_room(self) -> None:
+        result = TaskResult.from_json(
+            {
+                "taskId": "1-0",
+                "taskData": {"method": "batchPayGameRoom", "body": {"roomId": "1"}},
+                "status": "SUCCESS",
+            }
+        )
+        assert result.result is None
+        assert result.room_id is None
+
+    def test_historic_numbered_shape(self) -> None:
+        result = TaskResult.from_json(
+            {
+                "taskId": "1-0",
+                "taskData": {
+                    "0": "createGameRoom",
+                    "1": '{"gameId":"g","expiresIn":86400}',
+                    "result": {"roomId": 3, "roomAddress": ADDRESS},
+                },
+                "status": "SUCCESS",
+            }
+        )
+        assert result.method == "createGameRoom"
+        assert result.body == {"gameId": "g", "expiresIn": 86400}
+        assert result.room_id == "3"
+
+    def test_failed_array_shape(self) -> None:
+        result = TaskResult.from_json(
+            {
+                "taskId": "1-0",
+                "taskData": ["createGameRoom", '{"gameId":"g","expiresIn":2592000}'],
+                "status": "FAILED",
+                "hash": None,
+                "errorMessage": "Transaction Receipt Failed",
+                "completedAt": "x",
+            }
+        )
+        assert result.state is TaskState.FAILED
+        assert result.method == "createGameRoom"
+        assert result.body == {"gameId": "g", "expiresIn": 2592000}
+        assert result.room_id is None
+        assert "Transaction Receipt Failed" in str(TaskFailed(result))
+
+    @pytest.mark.parametrize("status", ["PENDING", "NOT_FOUND"])
+    def test_bare_statuses_take_the_asked_id(self, status: str) -> None:
+        result = TaskResult.from_json({"status": status}, task_id="5-1")
+        assert result.state is TaskState(status)
+        assert result.task_id == "5-1"
+        assert not result.state.settled
+
+    def test_sync_timeout_body(self) -> None:
+        result = TaskResult.from_json(
+            {
+                "taskId": "9-0",
+                "status": "TIMEOUT",
+                "errorMessage": "Task timeout, but still maybe success",
+            }
+        )
+        assert result.state is TaskState.TIMEOUT
+        assert result.task_id == "9-0"
+
+    @pytest.mark.parametrize(
+        "body", [None, [], {"task": {"id": "1-0"}}, {"status": "DONE"}]
+    )
+    def test_not_a_status_body(self, body: object) -> None:
+        with pytest.raises(ValueError, match="status"):
+            TaskResult.from_json(body)
