@@ -19,7 +19,7 @@ import copy
 import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
@@ -105,6 +105,10 @@ def _frozen_json(value: Mapping[str, Any] | None) -> dict[str, Any]:
     return result
 
 
+def _ids(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(item).lower() for item in value)
+
+
 def _plain(value: object) -> str:
     # Decimals (amounts) are kept as plain decimal strings; nothing else converts.
     if isinstance(value, Decimal):
@@ -136,7 +140,7 @@ class RoomRecord:
     state: str = "NEW"
     room_id: str | None = None
     room_address: str | None = None
-    players: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    players: tuple[str, ...] = attrs.field(default=(), converter=_ids)
     pot: Mapping[str, str] = attrs.field(factory=dict, converter=_pot)
     unsettled: str | None = None
     data: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_json)
