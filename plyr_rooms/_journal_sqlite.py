@@ -32,8 +32,7 @@ from typing import Any, Final, TypeVar
 import anyio
 import attrs
 
-from .errors import InvalidInput
-from .journal import (
+from ._journal_records import (
     JournalClosed,
     JournaledRoom,
     JournalError,
@@ -45,6 +44,7 @@ from .journal import (
     _check_submit,
     check_no_secrets,
 )
+from .errors import InvalidInput
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteJournal"]
 

@@ -1,0 +1,249 @@
+"""The journal's values and rules, shared by both stores.
+
+Record types (frozen), the journal's errors, and the checks every record passes
+before a store accepts it: plain JSON only, and no secret anywhere (a session
+JWT, or a key named like a secret).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from .errors import InvalidInput, PlyrError
+
+__all__ = [
+    "FINISHED_STATES",
+    "JournalClosed",
+    "JournalError",
+    "JournalStats",
+    "JournalVersionError",
+    "JournaledRoom",
+    "RoomRecord",
+    "StepRecord",
+    "check_no_secrets",
+]
+
+#: Room states after which a room needs nothing more (unless it is unsettled).
+FINISHED_STATES = frozenset({"ENDED"})
+
+# A compact JWS (three base64url parts, the header starting with '{"') anywhere
+# in a string. Session JWTs are the only such strings the library handles.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", re.I)
+_SECRET_KEY = re.compile(r"jwt|secret|password|api_?key|token_?secret", re.I)
+
+
+class JournalError(PlyrError):
+    """The journal refused a record or could not be read or written."""
+
+
+class JournalVersionError(JournalError):
+    """The journal file was written by a newer plyr-rooms than this one.
+
+    Attributes:
+        path: the file.
+        found: the schema version the file carries.
+        supported: the newest schema version this plyr-rooms reads.
+    """
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"journal {path!r} has schema version {found}, but this plyr-rooms "
+            f"reads versions up to {supported}: it was written by a newer "
+            "plyr-rooms; upgrade plyr-rooms to resume from it (the file was "
+            "left untouched)"
+        )
+        self.path = path
+        self.found = found
+        self.supported = supported
+
+
+class JournalClosed(JournalError, RuntimeError):
+    """The journal was used after :meth:`Journal.aclose`."""
+
+
+def _pot(value: Mapping[str, Decimal | int | str]) -> dict[str, str]:
+    # Pots leave the library as plain decimal strings with no exponent.
+    out: dict[str, str] = {}
+    for token, amount in sorted(value.items()):
+        number = Decimal(str(amount))
+        if not number.is_finite():
+            raise InvalidInput(f"pot amount for {token!r} is not finite: {amount!r}")
+
+        text = format(number.normalize(), "f")
+        out[str(token)] = "0" if number.is_zero() else text
+
+    return out
+
+
+def _frozen_json(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    # A private deep copy that survives a JSON round trip unchanged, so that a
+    # record read back from SQLite equals the record that was written.
+    try:
+        text = json.dumps(dict(value or {}), default=_plain)
+        result: dict[str, Any] = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"journal records must be plain JSON: {exc}") from None
+
+    return result
+
+
+def _ids(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(item).lower() for item in value)
+
+
+def _plain(value: object) -> str:
+    # Decimals (amounts) are kept as plain decimal strings; nothing else converts.
+    if isinstance(value, Decimal):
+        return format(value, "f")
+
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+@attrs.frozen
+class RoomRecord:
+    """What the journal knows of one room.
+
+    Attributes:
+        key: the client-side id given to the room when it was opened (uuid4 hex);
+            the server room id is known only after create.
+        class_name: the registry name of the room's class (resume rebuilds it).
+        room_id: the server's room id (a decimal string) once created.
+        room_address: the room contract's address once created.
+        state: the room's state name (``RoomState`` member name, e.g. ``"PAID"``).
+        players: plyr ids only, lower-case; never session JWTs.
+        pot: tokens held by the room per token symbol, as decimal strings.
+        unsettled: why the room needs an operator (None when it does not).
+        data: the room's own extra state (per-player states, walk, game data),
+            plain JSON and free of secrets.
+    """
+
+    key: str
+    class_name: str
+    state: str = "NEW"
+    room_id: str | None = None
+    room_address: str | None = None
+    players: tuple[str, ...] = attrs.field(default=(), converter=_ids)
+    pot: Mapping[str, str] = attrs.field(factory=dict, converter=_pot)
+    unsettled: str | None = None
+    data: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_json)
+
+    @property
+    def finished(self) -> bool:
+        """True when the room reached a final state and needs nothing more."""
+        return self.state in FINISHED_STATES and self.unsettled is None
+
+
+@attrs.frozen
+class StepRecord:
+    """One step of a room as journaled.
+
+    Attributes:
+        seq: the journal's sequence number for the step (increasing in the order
+            steps were intended, across all rooms).
+        step: the step's name (``"join"``, ``"pay"``, ``"earn_leave_end"``...).
+        request: what was about to be sent, with plyr ids in place of JWTs.
+        task_id: the service's task id, once known.
+        outcome: how the step ended (``"SUCCESS"``, ``"FAILED"``...), or None
+            while it is not settled.
+        detail: what the outcome carried (room id, error message...).
+    """
+
+    seq: int
+    step: str
+    request: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_json)
+    task_id: str | None = None
+    outcome: str | None = None
+    detail: Mapping[str, Any] | None = None
+
+    @property
+    def settled(self) -> bool:
+        """True once an outcome was recorded."""
+        return self.outcome is not None
+
+
+@attrs.frozen
+class JournaledRoom:
+    """A room with all its steps, oldest first (what resume works from)."""
+
+    room: RoomRecord
+    steps: tuple[StepRecord, ...] = ()
+
+    @property
+    def pending(self) -> tuple[StepRecord, ...]:
+        """The steps with no recorded outcome."""
+        return tuple(step for step in self.steps if not step.settled)
+
+    @property
+    def pending_task_ids(self) -> tuple[str, ...]:
+        """The task ids of the pending steps that have one."""
+        return tuple(s.task_id for s in self.pending if s.task_id is not None)
+
+
+@attrs.frozen
+class JournalStats:
+    """Counters of a journal store.
+
+    Attributes:
+        writes: records accepted (room and step writes; reads not counted).
+        transactions: commits made (a memory journal counts one per write).
+        largest_batch: the most records one transaction carried.
+    """
+
+    writes: int = 0
+    transactions: int = 0
+    largest_batch: int = 0
+
+
+def check_no_secrets(value: object, *, where: str) -> None:
+    """Refuse *value* if it holds a JWT or a secret-named key, anywhere in it.
+
+    Raises:
+        InvalidInput: naming *where* (never the secret itself).
+    """
+    if isinstance(value, str):
+        if _JWT.search(value):
+            raise InvalidInput(f"{where} holds what looks like a session JWT")
+
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and _SECRET_KEY.search(key):
+                raise InvalidInput(f"{where} has a secret-named key {key!r}")
+
+            check_no_secrets(key, where=where)
+            check_no_secrets(item, where=where)
+
+    elif isinstance(value, Sequence | set | frozenset):
+        for item in value:
+            check_no_secrets(item, where=where)
+
+
+def _check_room(room: RoomRecord) -> None:
+    check_no_secrets(
+        [room.key, room.class_name, room.state, room.room_id, room.room_address],
+        where="room record",
+    )
+    check_no_secrets(list(room.players), where="room players")
+    check_no_secrets(room.unsettled, where="room unsettled reason")
+    check_no_secrets(room.data, where="room data")
+
+
+def _check_submit(step: StepRecord, room_key: str, task_id: str) -> None:
+    # Shared by both stores: a task id is written once, and never after the
+    # outcome (an outcome without its task id would hide a double submission).
+    if step.task_id is not None and step.task_id != task_id:
+        raise JournalError(
+            f"step {step.seq} of room {room_key!r} already has task id "
+            f"{step.task_id!r}, not {task_id!r}"
+        )
+
+    if step.outcome is not None:
+        raise JournalError(
+            f"step {step.seq} of room {room_key!r} is already settled "
+            f"({step.outcome}); too late for a task id"
+        )

@@ -1,0 +1,464 @@
+"""Both journal stores: same behaviour, durability, group commit, schema, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from plyr_rooms._journal_sqlite import MIGRATIONS, SCHEMA_VERSION
+from plyr_rooms.errors import InvalidInput
+from plyr_rooms.journal import (
+    Journal,
+    JournalClosed,
+    JournaledRoom,
+    JournalError,
+    JournalVersionError,
+    MemoryJournal,
+    RoomRecord,
+    SQLiteJournal,
+    StepRecord,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Coroutine
+
+# Marked at collection (not only by conftest's late hook) so that anyio's plugin
+# keeps this module's other parameters.
+pytestmark = pytest.mark.anyio
+
+# Shaped like a real ES256 session JWT (header.payload.signature, base64url).
+JWT = (
+    "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9"
+    ".eyJwbHlySWQiOiJhbGljZSIsIm5vbmNlIjoxfQ"
+    ".c2lnbmF0dXJlLW9mLXRoZS1zZXNzaW9uLWp3dA"
+)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    store: MemoryJournal | SQLiteJournal
+    if request.param == "memory":
+        store = MemoryJournal()
+    else:
+        store = SQLiteJournal(tmp_path / "journal.db")
+
+    async with store:
+        yield store
+
+
+def room(key: str = "k1", **changes: Any) -> RoomRecord:
+    changes.setdefault("players", ("alice", "bob"))
+    return RoomRecord(key, "DiceDuel", **changes)
+
+
+class TestRecords:
+    def test_pot_is_plain_decimal_strings(self) -> None:
+        record = room(pot={"plyr": "1.500", "gamr": 0, "x": "1E+2"})
+        assert record.pot == {"gamr": "0", "plyr": "1.5", "x": "100"}
+
+    def test_players_are_lower_case_ids(self) -> None:
+        assert room(players=["Alice"]).players == ("alice",)
+
+    def test_finished_only_when_ended_and_settled(self) -> None:
+        assert room(state="ENDED").finished
+        assert not room(state="ENDED", unsettled="why").finished
+        assert not room(state="PAID").finished
+
+    def test_pending_task_ids(self) -> None:
+        entry = JournaledRoom(
+            room(),
+            (
+                StepRecord(1, "create", {}, "t1", "SUCCESS"),
+                StepRecord(2, "join", {}, "t2"),
+                StepRecord(3, "pay", {}),
+            ),
+        )
+        assert [s.seq for s in entry.pending] == [2, 3]
+        assert entry.pending_task_ids == ("t2",)
+
+
+class TestBothStores:
+    async def test_a_walk_is_read_back(self, journal: Journal) -> None:
+        await journal.room_opened(room())
+        seq = await journal.intend("k1", "create", {"expiresIn": 60})
+        await journal.submitted("k1", seq, "100-0")
+        pending = await journal.unfinished()
+        assert pending[0].pending_task_ids == ("100-0",)
+
+        await journal.settled("k1", seq, "SUCCESS", {"roomId": "7"})
+        await journal.room_updated(room(state="CREATED", room_id="7"))
+        [entry] = await journal.unfinished()
+        assert entry.room.room_id == "7"
+        assert entry.steps == (
+            StepRecord(
+                seq, "create", {"expiresIn": 60}, "100-0", "SUCCESS", {"roomId": "7"}
+            ),
+        )
+
+    async def test_finished_and_closed_rooms_are_not_unfinished(
+        self, journal: Journal
+    ) -> None:
+        for key in ("a", "b", "c"):
+            await journal.room_opened(room(key))
+
+        await journal.room_updated(room("a", state="ENDED"))
+        await journal.room_closed("b", "never created")
+        assert [e.room.key for e in await journal.unfinished()] == ["c"]
+        everything = await journal.rooms(include_finished=True)
+        assert sorted(e.room.key for e in everything) == ["a", "b", "c"]
+
+    async def test_sequence_numbers_increase(self, journal: Journal) -> None:
+        await journal.room_opened(room("a"))
+        await journal.room_opened(room("b"))
+        seqs = [await journal.intend(k, "join", {}) for k in ("a", "b", "a")]
+        assert seqs == sorted(seqs)
+        assert len(set(seqs)) == 3
+
+    async def test_decimal_amounts_are_kept_as_strings(self, journal: Journal) -> None:
+        from decimal import Decimal
+
+        await journal.room_opened(room())
+        await journal.intend("k1", "pay", {"amounts": [Decimal("0.10")]})
+        [entry] = await journal.unfinished()
+        assert entry.steps[0].request == {"amounts": ["0.10"]}
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda j: j.room_opened(room()),
+            lambda j: j.intend("nope", "join", {}),
+            lambda j: j.submitted("k1", 999, "1-0"),
+            lambda j: j.settled("k1", 999, "SUCCESS"),
+            lambda j: j.room_updated(room("nope")),
+            lambda j: j.room_closed("nope"),
+        ],
+        ids=["open-twice", "intend", "submitted", "settled", "updated", "closed"],
+    )
+    async def test_unknown_or_repeated_records_are_refused(
+        self, journal: Journal, call: Callable[[Journal], Any]
+    ) -> None:
+        await journal.room_opened(room())
+        with pytest.raises(JournalError):
+            await call(journal)
+
+        await journal.intend("k1", "join", {})  # the store goes on working
+
+    async def test_a_task_id_is_written_once(self, journal: Journal) -> None:
+        await journal.room_opened(room())
+        seq = await journal.intend("k1", "pay", {})
+        await journal.submitted("k1", seq, "1-0")
+        await journal.submitted("k1", seq, "1-0")  # the same id again is fine
+        with pytest.raises(JournalError, match="already has task id"):
+            await journal.submitted("k1", seq, "2-0")
+
+        await journal.settled("k1", seq, "FAILED")
+        with pytest.raises(JournalError, match="already settled"):
+            await journal.submitted("k1", seq, "1-0")
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda j: j.intend("k1", "join", {"sessionJwts": ["x"]}),
+            lambda j: j.intend("k1", "join", {"ids": [JWT]}),
+            lambda j: j.intend("k1", "join", {"note": f"Bearer {JWT}"}),
+            lambda j: j.room_updated(room(players=(JWT,))),
+            lambda j: j.room_updated(room(data={"player": {"jwt": "x"}})),
+            lambda j: j.room_updated(room(unsettled=f"jwt {JWT} lapsed")),
+            lambda j: j.settled("k1", 1, "FAILED", {"body": {"t": JWT}}),
+        ],
+    )
+    async def test_secrets_are_refused(
+        self, journal: Journal, call: Callable[[Journal], Any]
+    ) -> None:
+        await journal.room_opened(room())
+        await journal.intend("k1", "join", {})
+        with pytest.raises(InvalidInput) as caught:
+            await call(journal)
+
+        assert JWT not in str(caught.value)
+
+    async def test_non_json_requests_are_refused(self, journal: Journal) -> None:
+        await journal.room_opened(room())
+        with pytest.raises(InvalidInput):
+            await journal.intend("k1", "join", {"when": object()})
+
+    async def test_closed_journal_refuses_calls(self, journal: Journal) -> None:
+        await journal.aclose()
+        with pytest.raises(JournalClosed):
+            await journal.room_opened(room())
+
+
+class TestSQLite:
+    async def test_records_survive_close_and_reopen(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.db"
+        async with SQLiteJournal(path) as journal:
+            await journal.room_opened(room(pot={"plyr": "2"}, data={"walk": "atomic"}))
+            seq = await journal.intend("k1", "pay", {"amounts": ["2"]})
+            await journal.submitted("k1", seq, "5-0")
+            before = await journal.rooms(include_finished=True)
+
+        async with SQLiteJournal(path) as journal:
+            assert await journal.rooms(include_finished=True) == before
+            # Sequence numbers go on after the ones already in the file.
+            assert await journal.intend("k1", "earn", {}) > seq
+
+    async def test_many_writers_share_transactions(self, tmp_path: Path) -> None:
+        async with SQLiteJournal(tmp_path / "j.db") as journal:
+            await asyncio.gather(
+                *(journal.room_opened(room(f"r{i}")) for i in range(500))
+            )
+            stats = journal.stats
+
+        assert stats.writes == 500
+        assert stats.transactions < 50
+        assert stats.largest_batch > 10
+
+    async def test_max_batch_one_is_one_transaction_per_write(
+        self, tmp_path: Path
+    ) -> None:
+        async with SQLiteJournal(tmp_path / "j.db", max_batch=1) as journal:
+            await asyncio.gather(
+                *(journal.room_opened(room(f"r{i}")) for i in range(50))
+            )
+            assert journal.stats.transactions == 50
+
+    async def test_a_refused_record_fails_alone_in_its_batch(
+        self, tmp_path: Path
+    ) -> None:
+        async with SQLiteJournal(tmp_path / "j.db") as journal:
+            calls: list[Coroutine[Any, Any, object]] = [
+                journal.room_opened(room(f"r{i}")) for i in range(20)
+            ]
+            calls.append(journal.intend("missing", "join", {}))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert [type(r) for r in results].count(JournalError) == 1
+            assert len(await journal.unfinished()) == 20
+
+    async def test_a_cancelled_writer_does_not_wedge_the_store(
+        self, tmp_path: Path
+    ) -> None:
+        async with SQLiteJournal(tmp_path / "j.db") as journal:
+            task = asyncio.ensure_future(journal.room_opened(room("a")))
+            await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await journal.room_opened(room("b"))
+            keys = {e.room.key for e in await journal.unfinished()}
+            assert "b" in keys
+
+    async def test_newer_schema_is_refused_and_left_alone(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.db"
+        async with SQLiteJournal(path) as journal:
+            await journal.room_opened(room())
+
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+        conn.close()
+        before = path.read_bytes()
+        with pytest.raises(JournalVersionError, match="newer plyr-rooms") as caught:
+            SQLiteJournal(path)
+
+        assert caught.value.found == SCHEMA_VERSION + 1
+        assert caught.value.supported == SCHEMA_VERSION
+        assert path.read_bytes() == before
+
+    async def test_an_older_file_is_migrated(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.db"
+        async with SQLiteJournal(path) as journal:
+            await journal.room_opened(room())
+
+        def add_column(conn: sqlite3.Connection) -> None:
+            conn.execute("ALTER TABLE rooms ADD COLUMN note TEXT")
+
+        migrations = (*MIGRATIONS, add_column)
+        async with SQLiteJournal(path, migrations=migrations) as journal:
+            assert [e.room.key for e in await journal.unfinished()] == ["k1"]
+
+        with sqlite3.connect(path) as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            columns = [row[1] for row in conn.execute("PRAGMA table_info(rooms)")]
+
+        conn.close()
+        assert version == SCHEMA_VERSION + 1
+        assert "note" in columns
+
+    def test_a_file_that_is_not_a_journal_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.db"
+        path.write_bytes(b"certainly not SQLite " * 100)
+        with pytest.raises(JournalError, match="not a plyr-rooms journal"):
+            SQLiteJournal(path)
+
+    def test_bad_options_are_refused(self, tmp_path: Path) -> None:
+        with pytest.raises(InvalidInput):
+            SQLiteJournal(tmp_path / "j.db", synchronous="OFF")
+
+        with pytest.raises(InvalidInput):
+            SQLiteJournal(tmp_path / "j.db", max_batch=0)
+
+    async def test_no_secret_reaches_the_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "j.db"
+        async with SQLiteJournal(path) as journal:
+            await journal.room_opened(room())
+            seq = await journal.intend("k1", "join", {"plyrIds": ["alice"]})
+            for call in (
+                journal.intend("k1", "join", {"sessionJwts": [JWT]}),
+                journal.settled("k1", seq, "SUCCESS", {"echo": JWT}),
+                journal.room_updated(room(players=("alice", JWT))),
+            ):
+                with pytest.raises(InvalidInput):
+                    await call
+
+            await journal.settled("k1", seq, "SUCCESS")
+            # While open, the records sit in the WAL file; after close, in the db.
+            open_bytes = [
+                await read_all(tmp_path, name) for name in ("j.db", "j.db-wal")
+            ]
+
+        closed_bytes = await read_all(tmp_path, "j.db")
+        assert b"alice" in open_bytes[1]
+        for data in (*open_bytes, closed_bytes):
+            assert JWT.encode() not in data
+            assert JWT.split(".")[2].encode() not in data
+
+
+async def read_all(directory: Path, name: str) -> bytes:
+    return await anyio.Path(directory / name).read_bytes()
+
+
+# A simple model of the journal's rules, to check both stores against.
+
+
+@attrs.define
+class Model:
+    rooms: dict[str, RoomRecord] = attrs.Factory(dict)
+    closed: set[str] = attrs.Factory(set)
+    steps: dict[str, dict[int, StepRecord]] = attrs.Factory(dict)
+    seqs: list[tuple[str, int]] = attrs.Factory(list)
+
+    def view(self, *, everything: bool) -> dict[str, JournaledRoom]:
+        return {
+            k: JournaledRoom(r, tuple(self.steps[k][s] for s in sorted(self.steps[k])))
+            for k, r in self.rooms.items()
+            if everything or (k not in self.closed and not r.finished)
+        }
+
+
+KEYS = ("a", "b", "c")
+STATES = ("NEW", "CREATED", "PAID", "ENDED")
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("open"), st.sampled_from(KEYS), st.sampled_from(STATES)),
+        st.tuples(
+            st.just("update"),
+            st.sampled_from(KEYS),
+            st.sampled_from(STATES),
+            st.none() | st.just("task lost"),
+        ),
+        st.tuples(st.just("close"), st.sampled_from(KEYS)),
+        st.tuples(
+            st.just("intend"), st.sampled_from(KEYS), st.sampled_from(["join", "pay"])
+        ),
+        st.tuples(
+            st.just("submit"), st.integers(0, 6), st.sampled_from(["1-0", "2-0"])
+        ),
+        st.tuples(
+            st.just("settle"), st.integers(0, 6), st.sampled_from(["SUCCESS", "FAILED"])
+        ),
+        st.tuples(st.just("reopen")),
+    ),
+    max_size=25,
+)
+
+
+async def apply(journal: Journal, model: Model, op: tuple[Any, ...]) -> None:
+    kind = op[0]
+    if kind == "open":
+        record = room(op[1], state=op[2])
+        expect_error = op[1] in model.rooms
+        call: Any = journal.room_opened(record)
+    elif kind == "update":
+        record = room(op[1], state=op[2], unsettled=op[3])
+        expect_error = op[1] not in model.rooms
+        call = journal.room_updated(record)
+    elif kind == "close":
+        expect_error = op[1] not in model.rooms
+        call = journal.room_closed(op[1])
+    elif kind == "intend":
+        expect_error = op[1] not in model.rooms
+        call = journal.intend(op[1], op[2], {"plyrIds": ["alice"]})
+    else:
+        key, seq = model.seqs[op[1]] if op[1] < len(model.seqs) else ("a", 10_000)
+        step = model.steps.get(key, {}).get(seq)
+        if kind == "submit":
+            expect_error = (
+                step is None
+                or step.outcome is not None
+                or (step.task_id not in (None, op[2]))
+            )
+            call = journal.submitted(key, seq, op[2])
+        else:
+            expect_error = step is None
+            call = journal.settled(key, seq, op[2], {"n": 1})
+
+    if expect_error:
+        with pytest.raises(JournalError):
+            await call
+        return
+
+    result = await call
+    if kind == "open":
+        model.rooms[op[1]] = record
+        model.steps[op[1]] = {}
+    elif kind == "update":
+        model.rooms[op[1]] = record
+    elif kind == "close":
+        model.closed.add(op[1])
+    elif kind == "intend":
+        model.steps[op[1]][result] = StepRecord(result, op[2], {"plyrIds": ["alice"]})
+        model.seqs.append((op[1], result))
+    elif kind == "submit":
+        assert step is not None
+        model.steps[key][seq] = attrs.evolve(step, task_id=op[2])
+    else:
+        assert step is not None
+        model.steps[key][seq] = attrs.evolve(step, outcome=op[2], detail={"n": 1})
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(calls=ops)
+async def test_stores_follow_the_model(
+    store: str, calls: list[tuple[Any, ...]]
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "j.db"
+        journal: MemoryJournal | SQLiteJournal = (
+            MemoryJournal() if store == "memory" else SQLiteJournal(path)
+        )
+        model = Model()
+        try:
+            for op in calls:
+                if op[0] == "reopen":
+                    if isinstance(journal, SQLiteJournal):
+                        await journal.aclose()
+                        journal = SQLiteJournal(path)
+                    continue
+
+                await apply(journal, model, op)
+
+            every = {e.room.key: e for e in await journal.rooms(include_finished=True)}
+            open_ = {e.room.key: e for e in await journal.unfinished()}
+            assert every == model.view(everything=True)
+            assert open_ == model.view(everything=False)
+        finally:
+            await journal.aclose()
