@@ -1,0 +1,202 @@
+"""The measured side: one strategy's rooms, run by one client process.
+
+Run as ``python -m plyr_rooms._bench._client_child``: the first stdin line is the job
+(``{"kind": "rooms" | "cpu", "strategy", "config", "target", ...}``); the process
+writes ``{"progress": [ended, failed]}`` lines while it runs and one
+``{"result": {...}}`` line at the end. Running each strategy in a fresh process
+keeps its CPU time and peak RSS its own.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import importlib
+import io
+import pstats
+import resource
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..client import PlyrClient
+from ._config import BenchConfig, Target, room_players
+from ._pipe import StdinLines, configure_child_logging, emit
+from ._walks import CountingSource, Recorder, TaskWalk, naive_waiter
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+
+    from ..tasks import TaskRef, TaskResult
+    from ._config import Player
+
+__all__ = ["connection_limit", "run_strategy"]
+
+# How often the running rooms' progress is reported, in seconds.
+_PROGRESS_EVERY = 0.5
+
+
+def connection_limit(config: BenchConfig, strategy: str) -> int:
+    """Return the client's pool size: sync holds one connection per waiting room."""
+    if config.connection_limit is not None:
+        return config.connection_limit
+
+    return config.rooms + 16 if strategy == "sync" else 100
+
+
+async def run_strategy(
+    config: BenchConfig,
+    target: Target,
+    strategy: str,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Walk ``config.rooms`` rooms with *strategy* against *target*; return records.
+
+    The result holds the step records, status-request stamps, errors, and the
+    client's CPU seconds and wall time over the run (and the process's peak RSS,
+    which covers everything this process did before, too).
+    """
+    recorder = Recorder()
+    limit = connection_limit(config, strategy)
+    cpu_before = time.process_time()
+    started = time.monotonic()
+    async with (
+        PlyrClient(
+            target.url, target.api_key, target.api_secret, connection_limit=limit
+        ) as client,
+        anyio.create_task_group() as progress_group,
+    ):
+        if on_progress is not None:
+            progress_group.start_soon(_report, recorder, on_progress)
+
+        await _run_rooms(strategy, client, config, target, recorder)
+        progress_group.cancel_scope.cancel()
+        client_stats = client.stats
+
+    finished = time.monotonic()
+    cpu = time.process_time() - cpu_before
+    if on_progress is not None:
+        on_progress(recorder.rooms_ended, recorder.rooms_failed)
+
+    return {
+        "strategy": strategy,
+        "steps": recorder.steps,
+        "status_times": recorder.status_times,
+        "rooms_ended": recorder.rooms_ended,
+        "rooms_failed": recorder.rooms_failed,
+        "errors": recorder.errors,
+        "first_error": recorder.first_error,
+        "started": started,
+        "finished": finished,
+        "cpu": cpu,
+        "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "client_requests": dict(client_stats.requests_by_route),
+        "client_retries": client_stats.retries,
+        "client_errors": dict(client_stats.errors),
+    }
+
+
+async def _report(recorder: Recorder, on_progress: Callable[[int, int], None]) -> None:
+    while True:
+        on_progress(recorder.rooms_ended, recorder.rooms_failed)
+        await anyio.sleep(_PROGRESS_EVERY)
+
+
+async def _run_rooms(
+    strategy: str,
+    client: PlyrClient,
+    config: BenchConfig,
+    target: Target,
+    recorder: Recorder,
+) -> None:
+    source = CountingSource(client, recorder)
+    if strategy == "naive":
+        walk = TaskWalk(
+            client, config, recorder, naive_waiter(source, config.naive_interval)
+        )
+        await _all_rooms(walk.run_room, config, target)
+    elif strategy == "sync":
+        await _all_rooms(
+            TaskWalk(client, config, recorder, None).run_room, config, target
+        )
+    elif strategy == "shared-tasks":
+        # TODO: import TaskPoller normally once plyr_rooms.poller has landed.
+        poller_module = importlib.import_module("plyr_rooms.poller")
+        async with poller_module.TaskPoller(source) as poller:
+
+            def wait(ref: TaskRef) -> Awaitable[TaskResult]:
+                waiting: Awaitable[TaskResult] = poller.wait(
+                    ref, timeout=config.step_timeout
+                )
+                return waiting
+
+            walk = TaskWalk(client, config, recorder, wait)
+            await _all_rooms(walk.run_room, config, target)
+    else:
+        from ._rooms import run_room_strategy
+
+        await run_room_strategy(strategy, client, source, config, target, recorder)
+
+
+async def _all_rooms(
+    run_room: Callable[[int, tuple[Player, ...]], Coroutine[Any, Any, None]],
+    config: BenchConfig,
+    target: Target,
+) -> None:
+    # Every room starts at once: this is the "all in flight" load.
+    async with anyio.create_task_group() as group:
+        for index in range(config.rooms):
+            group.start_soon(
+                run_room, index, room_players(target.players, index, config.players)
+            )
+
+
+async def _serve() -> None:
+    job = await StdinLines().receive()
+    if job is None or "cmd" in job:
+        return  # the driver gave up before sending a job
+
+    config = BenchConfig.from_json(job["config"])
+    target = Target.from_json(job["target"])
+    profile = cProfile.Profile() if config.profile_dir else None
+    if profile is not None:
+        profile.enable()
+
+    if job["kind"] == "cpu":
+        from ._cpu import compare_request_cpu
+
+        result = await compare_request_cpu(target, config.cpu_requests)
+    else:
+        result = await run_strategy(
+            config,
+            target,
+            job["strategy"],
+            lambda ended, failed: emit({"progress": [ended, failed]}),
+        )
+
+    if profile is not None:
+        profile.disable()
+        result["profile"] = _save_profile(profile, config, job)
+
+    emit({"result": result})
+
+
+def _save_profile(profile: cProfile.Profile, config: BenchConfig, job: Any) -> str:
+    # The binary stats for snakeviz/pstats, and the top of the table as text.
+    assert config.profile_dir is not None
+    folder = Path(config.profile_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = job.get("strategy") or job["kind"]
+    profile.dump_stats(folder / f"{name}.prof")
+    text = io.StringIO()
+    stats = pstats.Stats(profile, stream=text)
+    stats.sort_stats("tottime").print_stats(25)
+    (folder / f"{name}.txt").write_text(text.getvalue())
+    return str(folder / f"{name}.prof")
+
+
+def main() -> None:
+    """Run one job read from stdin."""
+    configure_child_logging()
+    anyio.run(_serve, backend="asyncio")

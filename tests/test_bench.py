@@ -1,0 +1,146 @@
+"""The load-test harness at a tiny scale: it runs, and its counts add up.
+
+Nothing here asserts a timing: the figures are the benchmark's business.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from plyr_rooms import _cli_bench
+from plyr_rooms._bench import STEPS_PER_ROOM, BenchConfig, run_bench, table
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+ROOMS = 3
+PLAYERS = 2
+
+
+def tiny(**overrides: Any) -> BenchConfig:
+    """A run of a few rooms with millisecond tasks and short intervals."""
+    settings: dict[str, Any] = {
+        "rooms": ROOMS,
+        "players": PLAYERS,
+        "latency": "fixed:0.01",
+        "naive_interval": 0.02,
+        "sync_interval": 0.01,
+        "step_timeout": 30.0,
+        "cpu_requests": 40,
+    }
+    settings.update(overrides)
+    return BenchConfig(**settings)
+
+
+def check_counts(name: str, summary: dict[str, Any]) -> None:
+    """Every room ended, and tasks = rooms x steps on both sides."""
+    expected = ROOMS * STEPS_PER_ROOM[name]
+    assert summary["rooms_ended"] == ROOMS, summary["first_error"]
+    assert summary["rooms_failed"] == 0
+    assert summary["errors"] == {}
+    assert summary["tasks_expected"] == expected
+    assert summary["tasks"] == expected
+    assert summary["steps_returned"] == expected
+    assert len(summary["samples"]["added_latency_s"]) == expected
+
+
+class TestHarness:
+    async def test_naive_and_sync_add_up(self) -> None:
+        """Both strategies walk every room; naive checks each task at least once."""
+        report = await run_bench(tiny(strategies=("naive", "sync")))
+
+        for name, summary in report["strategies"].items():
+            check_counts(name, summary)
+
+        naive, sync = report["strategies"]["naive"], report["strategies"]["sync"]
+        assert naive["status_requests"] >= naive["tasks"]
+        assert naive["status_requests_client"] == naive["status_requests"]
+        assert sync["status_requests_client"] == 0
+        assert report["ratios_vs_naive"]["naive"]["status_per_task"] == 1.0
+        assert report["cpu_per_request"]["requests_per_side"] == 40
+
+    async def test_in_process_run_and_table(self) -> None:
+        """Clients may run in the driver's process; the table names each strategy."""
+        report = await run_bench(
+            tiny(strategies=("naive",), isolate=False, cpu_requests=0)
+        )
+
+        check_counts("naive", report["strategies"]["naive"])
+        assert report["cpu_per_request"] is None
+        text = table(report)
+        assert "naive" in text
+        assert "status requests / task" in text
+
+    async def test_progress_reaches_every_room(self) -> None:
+        """The progress sink hears of every room of every strategy."""
+        seen: dict[str, int] = {}
+
+        def progress(strategy: str, ended: int, failed: int, total: int) -> None:
+            seen[strategy] = max(seen.get(strategy, 0), ended + failed)
+            assert total == ROOMS
+
+        await run_bench(tiny(strategies=("sync",), cpu_requests=0), progress=progress)
+
+        assert seen == {"sync": ROOMS}
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plyr-rooms")
+    _cli_bench.add_parser(parser.add_subparsers())
+    return parser
+
+
+class TestCommand:
+    async def test_bench_writes_json(self, tmp_path: Path) -> None:
+        """``plyr-rooms bench`` runs the harness and writes its report."""
+        out = tmp_path / "report.json"
+        args = bench_parser().parse_args(
+            [
+                "bench",
+                *("--rooms", "2", "--players", "2", "--strategies", "naive"),
+                *("--latency", "fixed:0.01", "--naive-interval", "0.02"),
+                *("--cpu-requests", "0", "--json", str(out)),
+            ]
+        )
+
+        code = await args.handler(args)
+
+        assert code == 0
+        report = json.loads(out.read_text())
+        assert report["strategies"]["naive"]["rooms_ended"] == 2
+        assert "samples" not in report["strategies"]["naive"]
+
+    async def test_real_endpoint_rooms_are_capped(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """More rooms than the cap against a real endpoint sends nothing."""
+        monkeypatch.setenv("PLYR_API_KEY", "k")
+        monkeypatch.setenv("PLYR_API_SECRET", "s")
+        players = tmp_path / "players.txt"
+        players.write_text("alice eyJa.b.c\nbob eyJd.e.f\n")
+        args = bench_parser().parse_args(
+            [
+                "bench",
+                *("--endpoint", "http://127.0.0.1:9", "--rooms", "6"),
+                *("--players-file", str(players), "--players", "2"),
+            ]
+        )
+
+        assert await args.handler(args) == 2
+
+    def test_players_file_skips_comments(self, tmp_path: Path) -> None:
+        """Player lines are read; a malformed one is named by line number only."""
+        good = tmp_path / "good.txt"
+        good.write_text("# players\nAlice eyJa.b.c\n\nbob eyJd.e.f\n")
+        bad = tmp_path / "bad.txt"
+        bad.write_text("alice\n")
+
+        players = _cli_bench.read_players(str(good))
+
+        assert [p.plyr_id for p in players] == ["alice", "bob"]
+        with pytest.raises(ValueError, match=r"bad\.txt:1"):
+            _cli_bench.read_players(str(bad))
