@@ -35,6 +35,7 @@ __all__ = [
     "base_url",
     "expires_in",
     "format_amount",
+    "lower_name",
     "lower_names",
     "parse_retry_after",
     "redact",
@@ -63,6 +64,7 @@ _ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _MAX_SAFE_INT = 2**53 - 1
 _MAX_TEXT = 300
+_MAX_SHOWN = 60
 
 
 def base_url(endpoint: str) -> str:
@@ -100,7 +102,9 @@ def room_id(value: object, name: str = "room_id") -> str:
     elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return str(value)
 
-    raise InvalidInput(f"{name} must be a decimal room id like '12', got {value!r}")
+    raise InvalidInput(
+        f"{name} must be a decimal room id like '12', got {_show(value)}"
+    )
 
 
 def format_amount(value: object, name: str = "amount") -> str:
@@ -121,12 +125,15 @@ def format_amount(value: object, name: str = "amount") -> str:
         if value < 0:
             raise InvalidInput(f"{name} must not be negative, got {value!r}")
 
+        if value.bit_length() > 256:
+            raise InvalidInput(f"{name} is too large: {_show(value)}")
+
         return str(value)
 
     if isinstance(value, str):
         if _PLAIN_DECIMAL.fullmatch(value) is None:
             raise InvalidInput(
-                f"{name} must be a plain decimal string like '12.5', got {value!r}"
+                f"{name} must be a plain decimal string like '12.5', got {_show(value)}"
             )
 
         number = Decimal(value)
@@ -139,7 +146,7 @@ def format_amount(value: object, name: str = "amount") -> str:
         )
     else:
         raise InvalidInput(
-            f"{name} must be a Decimal, int or decimal string, got {value!r}"
+            f"{name} must be a Decimal, int or decimal string, got {_show(value)}"
         )
 
     return _plain(number, name)
@@ -181,23 +188,34 @@ def lower_names(values: object, name: str, *, token: bool = False) -> list[str]:
             address (the server accepts one but every room task given one fails).
     """
     items = _string_list(values, name)
-    out: list[str] = []
-    for index, item in enumerate(items):
-        if not item.strip() or item != item.strip():
-            raise InvalidInput(
-                f"{name}[{index}] must be a non-empty string without surrounding"
-                f" spaces, got {item!r}"
-            )
+    return [
+        lower_name(item, f"{name}[{index}]", token=token)
+        for index, item in enumerate(items)
+    ]
 
-        if token and _ADDRESS.fullmatch(item):
-            raise InvalidInput(
-                f"{name}[{index}] must be a token symbol like 'plyr', not an address"
-                f" ({item!r}): room tasks given an address fail on the server"
-            )
 
-        out.append(item.lower())
+def lower_name(value: object, name: str, *, token: bool = False) -> str:
+    """Return one plyr id or token symbol, checked and lower-cased.
 
-    return out
+    Raises:
+        InvalidInput: as :func:`lower_names` does for one entry.
+    """
+    if not isinstance(value, str) or not value.strip() or value != value.strip():
+        raise InvalidInput(
+            f"{name} must be a non-empty string without surrounding spaces,"
+            f" got {_show(value)}"
+        )
+
+    if _looks_like_jwt(value):
+        raise InvalidInput(f"{name} is a session JWT (not shown), not a name")
+
+    if token and _ADDRESS.fullmatch(value):
+        raise InvalidInput(
+            f"{name} must be a token symbol like 'plyr', not an address"
+            f" ({value!r}): room tasks given an address fail on the server"
+        )
+
+    return value.lower()
 
 
 def session_jwts(values: object) -> list[str]:
@@ -252,7 +270,9 @@ def expires_in(value: object) -> int:
     ):
         return value
 
-    raise InvalidInput(f"expires_in must be a positive int of seconds, got {value!r}")
+    raise InvalidInput(
+        f"expires_in must be a positive int of seconds, got {_show(value)}"
+    )
 
 
 def _string_list(values: object, name: str) -> Sequence[str]:
@@ -264,11 +284,24 @@ def _string_list(values: object, name: str) -> Sequence[str]:
     if not values:
         raise InvalidInput(f"{name} must not be empty")
 
-    for index, item in enumerate(values):
-        if not isinstance(item, str):
-            raise InvalidInput(f"{name}[{index}] must be a str, got {item!r}")
-
     return values
+
+
+def _looks_like_jwt(text: str) -> bool:
+    # A compact JWS: three base64url parts, the header starting '{"' -> "eyJ".
+    return text.startswith("eyJ") and text.count(".") == 2
+
+
+def _show(value: object) -> str:
+    # A bad value for a message: never a session JWT, never a huge repr.
+    if isinstance(value, str) and _looks_like_jwt(value):
+        return "a session JWT (not shown)"
+
+    if isinstance(value, list | tuple | dict | set | bytes):
+        return f"a {type(value).__name__} of {len(value)}"
+
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -558,7 +558,7 @@ class PlyrClient:
     async def is_joined(self, room_id: str | int, plyr_id: str) -> bool:
         """Return whether a player is in a room, as the chain says."""
         room = _wire.room_id(room_id)
-        player = _wire.lower_names([plyr_id], "plyr_id")[0]
+        player = _wire.lower_name(plyr_id, "plyr_id")
         url = URL(
             f"{self.base_url}/game/isJoined?roomId={room}"
             f"&plyrId={quote(player, safe='')}",
@@ -605,7 +605,7 @@ class PlyrClient:
 
     async def balances(self, plyr_id: str) -> dict[str, Decimal]:
         """Return a player's token balances (``GET /user/balance/:plyrId``)."""
-        player = _wire.lower_names([plyr_id], "plyr_id")[0]
+        player = _wire.lower_name(plyr_id, "plyr_id")
         url = URL(
             f"{self.base_url}/user/balance/{quote(player, safe='')}", encoded=True
         )

@@ -1023,6 +1023,16 @@ BAD_CALLS: list[tuple[str, Callable[[PlyrClient], Awaitable[object]], str]] = [
     ("expires-zero", lambda c: c.create(expires_in=0), "expires_in"),
     ("expires-bool", lambda c: c.create(expires_in=True), "expires_in"),
     ("expires-float", lambda c: c.create(expires_in=60.0), "expires_in"),  # type: ignore[call-overload]
+    (
+        "amount-huge",
+        lambda c: c.earn("1", ["a"], ["plyr"], [2**300]),
+        "too large",
+    ),
+    (
+        "plyr-id-is-a-jwt",
+        lambda c: c.earn("1", JWTS, ["plyr", "plyr"], [1, 1]),
+        "session JWT",
+    ),
     ("task-id-empty", lambda c: c.task_status(""), "task_id"),
     ("is-joined-id", lambda c: c.is_joined("x", "alice"), "room_id"),
 ]
@@ -1163,6 +1173,12 @@ class TestSecrets:
             lambda: client.create_join_pay(JWTS, ["plyr", "gamr"], [1, 2], sync=True),
             lambda: client.pay("1", JWTS, ["plyr"], [0.5]),  # type: ignore[list-item]
             lambda: client.join("1", [*JWTS, ""]),
+            lambda: client.join(JWTS, "7"),  # type: ignore[call-overload]
+            lambda: client.join(JWTS[0], JWTS),
+            lambda: client.earn("1", JWTS, ["plyr", "plyr"], [1, 2]),
+            lambda: client.create(expires_in=JWTS[0]),  # type: ignore[call-overload]
+            lambda: client.is_joined("1", JWTS[1]),
+            lambda: client.pay("1", JWTS, ["plyr", "plyr"], [1, JWTS[0]]),
             lambda: client.task_status("1-0"),
         ]
         for call in calls:
