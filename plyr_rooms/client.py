@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
@@ -42,8 +42,9 @@ if TYPE_CHECKING:
     import aiohttp
 
 
-__all__ = ["ClientStats", "PlyrClient", "format_amount"]
+__all__ = ["Amount", "ClientStats", "PlyrClient", "format_amount"]
 
+#: What the client accepts as an amount; it leaves as a plain decimal string.
 Amount = Decimal | int | str
 
 _ENV_ENDPOINT = "PLYR_API_ENDPOINT"
@@ -66,6 +67,11 @@ class PlyrClient:
     Every request gets a fresh millisecond timestamp and signature; bodies are
     sent as exactly the text that was signed. Reads retry transport errors, 5xx
     and 429; a POST is retried only when its connection was refused.
+
+    Use it as ``async with PlyrClient() as client:`` (or call :meth:`aclose`).
+    Arguments are checked before anything is sent (:class:`InvalidInput`).
+    Cancelling a call leaves nothing half-done on our side, but a POST that was
+    already sent may still have been accepted by the server: its task may run.
 
     Args:
         endpoint: the host URL (``https://api.plyr.network``), with or without
@@ -599,9 +605,11 @@ class PlyrClient:
         url = URL(self.base_url + "/now")
         data = _json(*await self._http.call("GET", url, label, None), label)
         try:
-            return datetime.fromisoformat(data["now"])
+            now = datetime.fromisoformat(data["now"])
         except (TypeError, KeyError, ValueError):
             raise _unreadable(200, label) from None
+
+        return now if now.tzinfo else now.replace(tzinfo=UTC)
 
     async def balances(self, plyr_id: str) -> dict[str, Decimal]:
         """Return a player's token balances (``GET /user/balance/:plyrId``)."""
@@ -712,7 +720,7 @@ def _task_answer(
 
     task = data.get("task") if isinstance(data, dict) else None
     task_id = task.get("id") if isinstance(task, dict) else None
-    if not isinstance(task_id, str) or not task_id or route.task is None:
+    if not isinstance(task_id, str) or not task_id:
         raise _unreadable(status, route.label)
 
     return TaskRef(task_id, route.task)
@@ -728,9 +736,8 @@ def _json(status: int, raw: bytes, label: str) -> Any:
 def _unreadable(status: int, label: str) -> ApiError:
     # A success status with a body we cannot read: for a POST the request may
     # still have taken effect, so say so rather than guess.
-    return ApiError(
-        status, f"{label}: unreadable response (the request may have taken effect)"
-    )
+    effect = " (the request may have taken effect)" if label[:4] == "POST" else ""
+    return ApiError(status, f"{label}: unreadable response{effect}")
 
 
 def _timeout(raw: bytes, label: str) -> TaskTimeout | ApiError:

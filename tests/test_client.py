@@ -17,6 +17,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -28,7 +29,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plyr_rooms import _cli_task
+from plyr_rooms import _cli_task, _wire
 from plyr_rooms.client import PlyrClient, format_amount
 from plyr_rooms.errors import (
     ApiError,
@@ -88,6 +89,7 @@ class FakeApi:
     clock_ms: int = 0
     check_expiry: bool = False
     now_checks_expiry: bool = True
+    drop_now: bool = False
     reply: Reply | None = None
     tasks: int = 0
 
@@ -125,6 +127,10 @@ class FakeApi:
         skew = abs(self.server_now().timestamp() * 1000 - int(timestamp))
         if self.check_expiry and not exempt and skew > WINDOW_MS:
             return _json({"error": "Request expired"}, 401, {"Date": date})
+
+        if request.path == "/api/now" and self.drop_now:
+            assert request.transport is not None
+            request.transport.close()
 
         if request.path == "/api/now":
             now = self.server_now().isoformat(timespec="milliseconds")
@@ -956,6 +962,17 @@ class TestClockSkew:
         assert client.stats.clock_offset == pytest.approx(-420, abs=2)
         assert len(api.seen) == 3
 
+    async def test_unreachable_now_falls_back_to_the_expired_replys_date(
+        self, api: FakeApi, client: PlyrClient
+    ) -> None:
+        api.clock_ms = -20 * 60_000
+        api.check_expiry = True
+        api.drop_now = True
+
+        assert (await client.task_status("1-0")).state is TaskState.PENDING
+        assert client.stats.clock_offset == pytest.approx(-1200, abs=5)
+        assert client.stats.requests_by_route["GET /now"] == 1
+
     async def test_concurrent_expiries_measure_once(
         self, api: FakeApi, client: PlyrClient
     ) -> None:
@@ -1302,3 +1319,74 @@ class TestTaskCommand:
 
         assert await args.handler(args) == 2
         assert "plyr-rooms task:" in capsys.readouterr().err
+
+
+# -- pure helpers -------------------------------------------------------------------
+
+
+class TestWireHelpers:
+    @pytest.mark.parametrize(
+        ("header", "seconds"),
+        [
+            (None, None),
+            ("7", 7.0),
+            (" 0.25 ", 0.25),
+            ("-1", None),
+            ("nan", None),
+            ("soon", None),
+            ("Thu, 01 Jan 1970 00:01:40 GMT", 40.0),
+            ("Thu, 01 Jan 1970 00:01:40", 40.0),
+            ("Thu, 01 Jan 1970 00:00:10 GMT", 0.0),
+        ],
+    )
+    def test_parse_retry_after(self, header: str | None, seconds: float | None) -> None:
+        assert _wire.parse_retry_after(header, now=60.0) == seconds
+
+    @pytest.mark.parametrize(
+        ("status", "raw", "kind", "message", "details"),
+        [
+            (400, b'["a", "b"]', InvalidRequest, "a; b", {"errors": ["a", "b"]}),
+            (400, b"{not json", InvalidRequest, "{not json", {}),
+            (
+                500,
+                b'{"error": {"code": 7}}',
+                ServerError,
+                "Internal Server Error",
+                {"error": {"code": 7}},
+            ),
+            (
+                401,
+                b'{"error": "x", "message": "y"}',
+                InvalidRequest,
+                "x",
+                {"message": "y"},
+            ),
+            (302, b"", ApiError, "Found", {}),
+            (
+                418,
+                b"\xef\xbb\xbf" + b"I'm a teapot " * 40,
+                InvalidRequest,
+                ("I'm a teapot " * 40)[:297] + "...",
+                {},
+            ),
+        ],
+    )
+    def test_api_error_odd_bodies(
+        self,
+        status: int,
+        raw: bytes,
+        kind: type[ApiError],
+        message: str,
+        details: dict[str, object],
+    ) -> None:
+        error = _wire.api_error(status, HTTPStatus(status).phrase, raw)
+
+        assert type(error) is kind
+        assert (error.message, dict(error.details)) == (message, details)
+
+    def test_lists_must_not_be_empty(self) -> None:
+        with pytest.raises(InvalidInput, match="tokens must not be empty"):
+            _wire.lower_names([], "tokens")
+
+        with pytest.raises(InvalidInput, match="too large"):
+            format_amount(Decimal("1E+78"))
