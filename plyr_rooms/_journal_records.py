@@ -35,7 +35,7 @@ FINISHED_STATES = frozenset({"ENDED"})
 # A compact JWS (three base64url parts, the header starting with '{"') anywhere
 # in a string. Session JWTs are the only such strings the library handles.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", re.I)
-_SECRET_KEY = re.compile(r"jwt|secret|password|api_?key|token_?secret", re.I)
+_SECRET_KEY = re.compile(r"jwt|password|api_?secret|api_?key", re.I)
 
 
 class JournalError(PlyrError):
@@ -169,10 +169,25 @@ class StepRecord:
 
 @attrs.frozen
 class JournaledRoom:
-    """A room with all its steps, oldest first (what resume works from)."""
+    """A room with all its steps, oldest first (what resume works from).
+
+    Attributes:
+        room: the room's record as last written.
+        steps: every step of the room, oldest first.
+        after_record: the seqs of the steps whose outcome was recorded after
+            the room's record was last written: the record does not show them
+            yet (the process stopped between the two writes).
+    """
 
     room: RoomRecord
     steps: tuple[StepRecord, ...] = ()
+    after_record: tuple[int, ...] = ()
+
+    @property
+    def unapplied(self) -> tuple[StepRecord, ...]:
+        """The settled steps the room's record does not show yet."""
+        later = set(self.after_record)
+        return tuple(s for s in self.steps if s.seq in later)
 
     @property
     def pending(self) -> tuple[StepRecord, ...]:

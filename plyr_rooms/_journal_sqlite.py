@@ -56,15 +56,18 @@ Migration = Callable[[sqlite3.Connection], None]
 
 def _create_v1(conn: sqlite3.Connection) -> None:
     # ``finished`` mirrors RoomRecord.finished; ``closed`` is set by room_closed
-    # and never cleared. The partial index keeps unfinished() cheap however
-    # many finished rooms the file holds.
+    # and never cleared. ``stamp`` (room record written) and ``settled_stamp``
+    # (step outcome written) share one clock: a step settled after its room's
+    # record was last written is not reflected in that record. The partial
+    # index keeps unfinished() cheap however many finished rooms the file holds.
     conn.execute(
         "CREATE TABLE rooms ("
         " key TEXT PRIMARY KEY, class_name TEXT NOT NULL, state TEXT NOT NULL,"
         " room_id TEXT, room_address TEXT, players TEXT NOT NULL,"
         " pot TEXT NOT NULL, unsettled TEXT, data TEXT NOT NULL,"
         " finished INTEGER NOT NULL, closed INTEGER NOT NULL DEFAULT 0,"
-        " closed_reason TEXT, opened_at REAL NOT NULL, updated_at REAL NOT NULL)"
+        " closed_reason TEXT, stamp INTEGER NOT NULL, opened_at REAL NOT NULL,"
+        " updated_at REAL NOT NULL)"
     )
     conn.execute(
         "CREATE INDEX rooms_open ON rooms (key) WHERE finished = 0 AND closed = 0"
@@ -73,8 +76,8 @@ def _create_v1(conn: sqlite3.Connection) -> None:
         "CREATE TABLE steps ("
         " seq INTEGER PRIMARY KEY, room_key TEXT NOT NULL REFERENCES rooms (key),"
         " step TEXT NOT NULL, request TEXT NOT NULL, task_id TEXT, outcome TEXT,"
-        " detail TEXT, intended_at REAL NOT NULL, submitted_at REAL,"
-        " settled_at REAL)"
+        " detail TEXT, settled_stamp INTEGER, intended_at REAL NOT NULL,"
+        " submitted_at REAL, settled_at REAL)"
     )
     conn.execute("CREATE INDEX steps_room ON steps (room_key, seq)")
 
@@ -158,8 +161,7 @@ class SQLiteJournal:
         self.path = os.fspath(path)
         self._max_batch = max_batch
         self._conn = _connect(self.path, synchronous.upper(), migrations)
-        row = self._conn.execute("SELECT MAX(seq) FROM steps").fetchone()
-        self._seq = int(row[0] or 0)
+        self._seq, self._clock = _counters(self._conn)
         self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._closing = False
         self._writes = 0
@@ -187,13 +189,13 @@ class SQLiteJournal:
     async def room_opened(self, room: RoomRecord) -> None:
         """Record a new room (its key must be new); durable on return."""
         _check_room(room)
-        row = (*_room_row(room), time.time())
+        row = (*_room_row(room), self._tick(), time.time())
         await self._call(lambda c: _insert_room(c, row))
 
     async def room_updated(self, room: RoomRecord) -> None:
         """Replace the record of a known room; durable on return."""
         _check_room(room)
-        row = _room_row(room)
+        row = (*_room_row(room), self._tick())
         await self._call(lambda c: _update_room(c, row))
 
     async def room_closed(self, room_key: str, reason: str | None = None) -> None:
@@ -232,7 +234,7 @@ class SQLiteJournal:
         """Record how the step ended (a later call replaces it); durable on return."""
         check_no_secrets([outcome, detail], where="step outcome")
         text = None if detail is None else _dumps(StepRecord(0, "", detail).request)
-        args = (outcome, text, time.time(), step_seq, room_key)
+        args = (outcome, text, self._tick(), time.time(), step_seq, room_key)
         await self._call(lambda c: _settle_step(c, args))
 
     async def unfinished(self) -> list[JournaledRoom]:
@@ -258,6 +260,12 @@ class SQLiteJournal:
         if not self._closing:
             self._closing = True
             self._queue.put(_STOP)
+
+    def _tick(self) -> int:
+        # Stamps are taken in call order, which is also the order the writer
+        # thread applies the records in.
+        self._clock += 1
+        return self._clock
 
     async def _call(
         self, run: Callable[[sqlite3.Connection], _T], *, write: bool = True
@@ -345,6 +353,12 @@ def _connect(
     return conn
 
 
+def _counters(conn: sqlite3.Connection) -> tuple[int, int]:
+    seq = conn.execute("SELECT MAX(seq), MAX(settled_stamp) FROM steps").fetchone()
+    room = conn.execute("SELECT MAX(stamp) FROM rooms").fetchone()
+    return int(seq[0] or 0), max(int(seq[1] or 0), int(room[0] or 0))
+
+
 def _ops(items: list[_Op | object]) -> list[_Op]:
     return [item for item in items if isinstance(item, _Op)]
 
@@ -405,8 +419,8 @@ def _insert_room(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
 
     conn.execute(
         "INSERT INTO rooms (key, class_name, state, room_id, room_address, players,"
-        " pot, unsettled, data, finished, opened_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " pot, unsettled, data, finished, stamp, opened_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (*row, row[-1]),
     )
 
@@ -414,7 +428,7 @@ def _insert_room(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
 def _update_room(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     cursor = conn.execute(
         "UPDATE rooms SET class_name = ?, state = ?, room_id = ?, room_address = ?,"
-        " players = ?, pot = ?, unsettled = ?, data = ?, finished = ?,"
+        " players = ?, pot = ?, unsettled = ?, data = ?, finished = ?, stamp = ?,"
         " updated_at = ? WHERE key = ?",
         (*row[1:], time.time(), row[0]),
     )
@@ -459,29 +473,34 @@ def _submit_step(conn: sqlite3.Connection, key: str, seq: int, task_id: str) -> 
 
 def _settle_step(conn: sqlite3.Connection, args: tuple[Any, ...]) -> None:
     cursor = conn.execute(
-        "UPDATE steps SET outcome = ?, detail = ?, settled_at = ?"
+        "UPDATE steps SET outcome = ?, detail = ?, settled_stamp = ?, settled_at = ?"
         " WHERE seq = ? AND room_key = ?",
         args,
     )
     if cursor.rowcount == 0:
-        raise JournalError(f"room {args[4]!r} has no step {args[3]!r}")
+        raise JournalError(f"room {args[5]!r} has no step {args[4]!r}")
 
 
 def _read_rooms(conn: sqlite3.Connection, where: str) -> list[JournaledRoom]:
     # *where* is one of two constant strings, never user input.
     rooms = conn.execute(
         "SELECT key, class_name, state, room_id, room_address, players, pot,"
-        f" unsettled, data FROM rooms WHERE {where} ORDER BY opened_at, key"
+        f" unsettled, data, stamp FROM rooms WHERE {where} ORDER BY opened_at, key"
     ).fetchall()
+    stamps = {row[0]: row[9] for row in rooms}
     steps: dict[str, list[StepRecord]] = defaultdict(list)
+    later: dict[str, list[int]] = defaultdict(list)
     for row in conn.execute(
-        "SELECT room_key, seq, step, request, task_id, outcome, detail FROM steps"
+        "SELECT room_key, seq, step, request, task_id, outcome, detail,"
+        " settled_stamp FROM steps"
         f" WHERE room_key IN (SELECT key FROM rooms WHERE {where}) ORDER BY seq"
     ):
         detail = None if row[6] is None else json.loads(row[6])
         steps[row[0]].append(
             StepRecord(row[1], row[2], json.loads(row[3]), row[4], row[5], detail)
         )
+        if row[7] is not None and row[7] > stamps[row[0]]:
+            later[row[0]].append(row[1])
 
     return [
         JournaledRoom(
@@ -497,6 +516,7 @@ def _read_rooms(conn: sqlite3.Connection, where: str) -> list[JournaledRoom]:
                 data=json.loads(row[8]),
             ),
             tuple(steps.get(row[0], ())),
+            tuple(later.get(row[0], ())),
         )
         for row in rooms
     ]

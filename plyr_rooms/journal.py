@@ -38,7 +38,7 @@ from ._journal_records import (
 from ._journal_sqlite import SQLiteJournal
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "FINISHED_STATES",
@@ -111,6 +111,11 @@ class Journal(Protocol):
 class _MemRoom:
     record: RoomRecord
     steps: dict[int, StepRecord]
+    # When the record was last written, and when each step's outcome was, on
+    # the journal's one clock: a step settled later than the record is not
+    # reflected in it.
+    stamp: int = 0
+    settled_at: dict[int, int] = attrs.Factory(dict)
     # Set by room_closed and never cleared.
     closed: bool = False
 
@@ -128,6 +133,7 @@ class MemoryJournal:
     def __init__(self) -> None:
         self._rooms: dict[str, _MemRoom] = {}
         self._seq = itertools.count(1)
+        self._clock = itertools.count(1)
         self._writes = 0
         self._closed = False
 
@@ -149,14 +155,16 @@ class MemoryJournal:
         if room.key in self._rooms:
             raise JournalError(f"room {room.key!r} is already journaled")
 
-        self._rooms[room.key] = _MemRoom(room, {})
+        self._rooms[room.key] = _MemRoom(room, {}, next(self._clock))
         self._wrote()
 
     async def room_updated(self, room: RoomRecord) -> None:
         """Replace the record of a known room."""
         self._check_open()
         _check_room(room)
-        self._room(room.key).record = room
+        entry = self._room(room.key)
+        entry.record = room
+        entry.stamp = next(self._clock)
         self._wrote()
 
     async def room_closed(self, room_key: str, reason: str | None = None) -> None:
@@ -201,6 +209,7 @@ class MemoryJournal:
         step = self._step(entry, room_key, step_seq)
         kept = None if detail is None else _frozen_json(detail)
         entry.steps[step_seq] = attrs.evolve(step, outcome=outcome, detail=kept)
+        entry.settled_at[step_seq] = next(self._clock)
         self._wrote()
 
     async def unfinished(self) -> list[JournaledRoom]:
@@ -215,13 +224,9 @@ class MemoryJournal:
         """Close the journal; later calls raise :class:`JournalClosed`."""
         self._closed = True
 
-    def _list(self, keep: Any) -> list[JournaledRoom]:
+    def _list(self, keep: Callable[[_MemRoom], bool]) -> list[JournaledRoom]:
         self._check_open()
-        return [
-            JournaledRoom(e.record, tuple(copy.deepcopy(e.steps[s]) for s in e.steps))
-            for e in self._rooms.values()
-            if keep(e)
-        ]
+        return [_view(e) for e in self._rooms.values() if keep(e)]
 
     def _room(self, room_key: str) -> _MemRoom:
         entry = self._rooms.get(room_key)
@@ -244,3 +249,9 @@ class MemoryJournal:
 
     def _wrote(self) -> None:
         self._writes += 1
+
+
+def _view(entry: _MemRoom) -> JournaledRoom:
+    steps = tuple(copy.deepcopy(entry.steps[seq]) for seq in sorted(entry.steps))
+    later = tuple(s for s, at in sorted(entry.settled_at.items()) if at > entry.stamp)
+    return JournaledRoom(entry.record, steps, later)

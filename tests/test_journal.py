@@ -104,6 +104,23 @@ class TestBothStores:
             ),
         )
 
+    async def test_steps_settled_after_the_record_are_unapplied(
+        self, journal: Journal
+    ) -> None:
+        await journal.room_opened(room())
+        first = await journal.intend("k1", "join", {})
+        await journal.settled("k1", first, "SUCCESS")
+        await journal.room_updated(room(state="JOINED"))
+        second = await journal.intend("k1", "pay", {})
+        await journal.settled("k1", second, "SUCCESS")
+        [entry] = await journal.unfinished()
+        assert entry.after_record == (second,)
+        assert [s.seq for s in entry.unapplied] == [second]
+
+        await journal.room_updated(room(state="PAID"))
+        [entry] = await journal.unfinished()
+        assert entry.unapplied == ()
+
     async def test_finished_and_closed_rooms_are_not_unfinished(
         self, journal: Journal
     ) -> None:
@@ -344,10 +361,26 @@ class Model:
     closed: set[str] = attrs.Factory(set)
     steps: dict[str, dict[int, StepRecord]] = attrs.Factory(dict)
     seqs: list[tuple[str, int]] = attrs.Factory(list)
+    # One clock for "room record written" and "step outcome written".
+    clock: int = 0
+    stamps: dict[str, int] = attrs.Factory(dict)
+    settled_at: dict[int, int] = attrs.Factory(dict)
+
+    def tick(self) -> int:
+        self.clock += 1
+        return self.clock
 
     def view(self, *, everything: bool) -> dict[str, JournaledRoom]:
         return {
-            k: JournaledRoom(r, tuple(self.steps[k][s] for s in sorted(self.steps[k])))
+            k: JournaledRoom(
+                r,
+                tuple(self.steps[k][s] for s in sorted(self.steps[k])),
+                tuple(
+                    s
+                    for s in sorted(self.steps[k])
+                    if self.settled_at.get(s, 0) > self.stamps[k]
+                ),
+            )
             for k, r in self.rooms.items()
             if everything or (k not in self.closed and not r.finished)
         }
@@ -419,8 +452,10 @@ async def apply(journal: Journal, model: Model, op: tuple[Any, ...]) -> None:
     if kind == "open":
         model.rooms[op[1]] = record
         model.steps[op[1]] = {}
+        model.stamps[op[1]] = model.tick()
     elif kind == "update":
         model.rooms[op[1]] = record
+        model.stamps[op[1]] = model.tick()
     elif kind == "close":
         model.closed.add(op[1])
     elif kind == "intend":
@@ -432,6 +467,7 @@ async def apply(journal: Journal, model: Model, op: tuple[Any, ...]) -> None:
     else:
         assert step is not None
         model.steps[key][seq] = attrs.evolve(step, outcome=op[2], detail={"n": 1})
+        model.settled_at[seq] = model.tick()
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
