@@ -1,0 +1,169 @@
+"""Each injected fault happens, at about its configured rate, with a fixed seed.
+
+The bounds are statistical (a binomial count within +/-3 standard deviations
+or wider), not exact, so the tests do not depend on how draws are ordered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import attrs
+import pytest
+
+from plyr_rooms.simulator import Faults, Latency, SimConfig, Simulator
+from plyr_rooms.simulator._probe import Probe
+from plyr_rooms.tasks import TaskState
+
+if TYPE_CHECKING:
+    from plyr_rooms.simulator._probe import Answer
+
+pytestmark = pytest.mark.anyio
+
+N = 200
+
+
+def config(faults: Faults, **changes: Any) -> SimConfig:
+    base = SimConfig(
+        seed=7,
+        latency=Latency.fixed(0.001),
+        workers=None,
+        sync_interval=0.002,
+        retry_sleep_scale=0.0005,
+        faults=faults,
+    )
+    return attrs.evolve(base, **changes)
+
+
+def assert_rate(count: int, n: int, rate: float) -> None:
+    spread = 3.5 * math.sqrt(n * rate * (1 - rate)) + 1
+    assert abs(count - n * rate) <= spread, (count, n, rate)
+
+
+async def create_many(api: Probe, n: int = N) -> list[Answer]:
+    submitted = [await api.post("/game/create", {}) for _ in range(n)]
+    return [await api.settle(answer.task_id) for answer in submitted]
+
+
+async def test_revert_rate() -> None:
+    async with Simulator(config(Faults(revert_rate=0.3))) as sim, Probe(sim) as api:
+        answers = await create_many(api)
+        failed = [a for a in answers if a.data["status"] == "FAILED"]
+        assert_rate(len(failed), N, 0.3)
+        assert {a.data["errorMessage"] for a in failed} == {
+            "Transaction Receipt Failed"
+        }
+        # Nothing executed for a reverted task: the rooms are the successes only.
+        assert len(sim.ledger().rooms) == N - len(failed)
+
+
+async def test_failed_but_executed_rate() -> None:
+    faults = Faults(failed_but_executed_rate=0.25)
+    async with Simulator(config(faults)) as sim, Probe(sim) as api:
+        answers = await create_many(api)
+        failed = [a for a in answers if a.data["status"] == "FAILED"]
+        assert_rate(len(failed), N, 0.25)
+        assert {a.data["errorMessage"] for a in failed} == {None}
+        assert isinstance(failed[0].data["taskData"], list)
+        # Every task, reported FAILED or not, made its room.
+        assert len(sim.ledger().rooms) == N
+
+
+async def test_stuck_rate() -> None:
+    async with Simulator(config(Faults(stuck_rate=0.2))) as sim, Probe(sim) as api:
+        ids = [(await api.post("/game/create", {})).task_id for _ in range(N)]
+        worker = sim.state.worker
+        stuck = [i for i in ids if worker.tasks[i].fault == "stuck"]
+        assert_rate(len(stuck), N, 0.2)
+        for task_id in set(ids) - set(stuck):
+            await api.settle(task_id)
+
+        for task_id in stuck:
+            answer = await api.get(f"/task/status/{task_id}")
+            assert answer.data == {"status": "PENDING"}
+
+        states = {r.state for r in sim.ledger().tasks if r.task_id in stuck}
+        assert states == {TaskState.PENDING}
+
+
+async def test_stuck_sync_call_times_out() -> None:
+    faults = Faults(stuck_rate=1.0)
+    async with Simulator(config(faults, sync_checks=3)) as sim, Probe(sim) as api:
+        answer = await api.post("/game/create", {"sync": True})
+        assert (answer.status, answer.data["status"]) == (504, "TIMEOUT")
+
+
+async def test_not_found_window() -> None:
+    faults = Faults(not_found_window=0.05)
+    async with Simulator(config(faults)) as sim, Probe(sim) as api:
+        submitted = await api.post("/game/create", {})
+        early = await api.get(f"/task/status/{submitted.task_id}")
+        assert early.data == {"status": "NOT_FOUND"}
+        late = await api.settle(submitted.task_id)
+        assert late.data["status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "html", "header", "kind"),
+    [
+        (1.0, False, "1", "application/json"),
+        (0.25, True, "0.25", "text/html"),
+        (None, False, None, "application/json"),
+    ],
+)
+async def test_rate_limit(
+    retry_after: float | None, html: bool, header: str | None, kind: str
+) -> None:
+    faults = Faults(
+        rate_limit_rps=20, rate_limit_retry_after=retry_after, rate_limit_html=html
+    )
+    async with Simulator(config(faults)) as sim, Probe(sim) as api:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        answers = [await api.get("/now") for _ in range(100)]
+        elapsed = loop.time() - start
+        limited = [a for a in answers if a.status == 429]
+        # A bucket of one second's budget, refilled at the rate while we ran.
+        assert len(answers) - len(limited) <= 20 + 20 * elapsed + 1
+        assert len(limited) == sim.ledger().rate_limited > 0
+        assert limited[0].headers.get("Retry-After") == header
+        assert limited[0].headers["Content-Type"].startswith(kind)
+        assert sim.ledger().requests_by_route["GET /api/now"] == 100
+
+
+async def test_server_error_rate() -> None:
+    faults = Faults(server_error_rate=0.3)
+    async with Simulator(config(faults)) as sim, Probe(sim) as api:
+        answers = [await api.get("/now") for _ in range(N)]
+        errors = [a for a in answers if a.status >= 500]
+        assert_rate(len(errors), N, 0.3)
+        assert len(errors) == sim.ledger().counters.server_errors
+
+
+async def test_drop_rate() -> None:
+    faults = Faults(drop_rate=0.3)
+    async with Simulator(config(faults)) as sim, Probe(sim) as api:
+        dropped = 0
+        for _ in range(N):
+            try:
+                await api.post("/game/create", {})
+            except aiohttp.ClientError:
+                dropped += 1
+
+        assert_rate(dropped, N, 0.3)
+        assert dropped == sim.ledger().counters.dropped
+        # A dropped request was never handled: no task behind it.
+        assert sum(sim.ledger().tasks_by_method.values()) == N - dropped
+
+
+async def test_faults_parse_from_text() -> None:
+    faults = Faults.parse("revert=0.05,stuck=0.01,rate_limit_rps=20,rate_limit_html")
+    assert faults == Faults(
+        revert_rate=0.05, stuck_rate=0.01, rate_limit_rps=20, rate_limit_html=True
+    )
+    assert Latency.parse("uniform:0.1,0.5") == Latency.uniform(0.1, 0.5)
+    with pytest.raises(ValueError, match="unknown fault"):
+        Faults.parse("meteor=1")
