@@ -230,8 +230,15 @@ class SignedHttp:
         self._by_route[label] = self._by_route.get(label, 0) + 1
         started = time.perf_counter()
         try:
+            # No redirects: a signed request is meant for this host only, and a
+            # redirected POST would arrive as a GET without its body.
             async with session.request(
-                method, url, data=data, headers=headers, timeout=budget
+                method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=budget,
+                allow_redirects=False,
             ) as response:
                 raw = await response.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

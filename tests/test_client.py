@@ -742,6 +742,19 @@ async def test_error_shape_maps_to_typed_error(
     assert len(api.seen) == 1  # a POST that reached the server is never repeated
 
 
+async def test_redirects_are_not_followed(api: FakeApi, client: PlyrClient) -> None:
+    """A signed request is for this host only; a redirect is an error."""
+    api.reply = reply_with(
+        (301, "Moved", {"Location": "https://elsewhere.example/api/game/end"})
+    )
+
+    with pytest.raises(ApiError) as caught:
+        await client.end("1")
+
+    assert caught.value.status == 301
+    assert len(api.seen) == 1
+
+
 class TestRateLimits:
     async def test_post_429_raises_with_retry_after(
         self, api: FakeApi, client: PlyrClient
