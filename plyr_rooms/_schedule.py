@@ -1,0 +1,565 @@
+# When each watched task is checked next: the poller's scheduling logic, kept free
+# of I/O so that hypothesis can drive it directly. Nothing here awaits, sleeps or
+# reads a clock; every method that needs the time takes ``now`` (seconds on the
+# same clock as ``TaskRef.submitted_at``, i.e. ``time.monotonic()``).
+#
+# Three things decide a task's next check:
+#
+# * its own schedule: the first check comes after the delay learned for its
+#   method (a streaming quantile of completion times), later checks back off
+#   gently to a cap, each delay jittered;
+# * the queue model: when completions are seen in submission order (the real
+#   service has one sequential consumer), the observed pace of the queue says
+#   when it will reach a task, and a task behind one just seen PENDING waits;
+# * a hard cap: the queue model never moves a check more than ``max_defer``
+#   seconds past the task's own schedule, so no task is ever starved.
+"""Pure scheduling logic of the task poller."""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+__all__ = ["Outcome", "PollSchedule", "Scheduler", "TokenBucket"]
+
+# After this many PENDING answers to checks placed by the queue model, a task is
+# treated as a straggler and goes back to its own schedule.
+_ORDERED_TRIES = 3
+# The queue model is trusted once this many tasks have shown their order and at
+# least this share of them completed in submission order.
+_ORDER_EVIDENCE = 32
+_ORDER_TRUST = 0.9
+_ORDER_SMOOTHING = 0.05
+# Share of queue-model checks that should still find the task PENDING: a little
+# early is what keeps the predicted pace honest.
+_PACE_QUANTILE = 0.15
+_PACE_RATE = 0.5
+_PACE_BOUNDS = (0.001, 60.0)
+# Until a method has this many observations, each sweep first-checks only a few of
+# its tasks, so that a burst of submissions teaches the delay before it is spent.
+_PROBE_UNTIL = 64
+_PROBE_MIN = 8
+# A sweep's observations of one method weigh at most this many single steps.
+_BATCH_WEIGHT = 3.0
+_BOOST = 4.0
+
+
+def _positive(
+    instance: object, attribute: attrs.Attribute[float], value: float
+) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+def _fraction(
+    instance: object, attribute: attrs.Attribute[float], value: float
+) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"{attribute.name} must be in (0, 1), got {value!r}")
+
+
+@attrs.frozen
+class PollSchedule:
+    """When the poller checks tasks: its poll-schedule budget, in seconds.
+
+    The defaults follow the service's polling advice in spirit: a task is first
+    checked near the completion time typical of its method, then 0.6 s later,
+    backing off to one check every 2 s; over its life a task is checked less
+    than once a second, and far less when the queue model applies.
+
+    Attributes:
+        first_delay: delay from submission to the first check of a task whose
+            method has not been learned yet.
+        first_quantile: share of tasks the first check should find settled; the
+            learned first-check delay tracks this quantile of completion times.
+        min_first_delay: lower bound of any first-check delay.
+        max_first_delay: upper bound of the learned first-check delay.
+        interval: delay between the first and the second check of a task.
+        backoff: factor applied to the interval after each further check.
+        max_interval: cap on the delay between two checks of one task.
+        jitter: every delay is multiplied by a random factor within
+            ``1 ± jitter``, so that tasks never poll in lock-step.
+        max_defer: the most the queue model may move a check past the task's
+            own schedule (a hard cap: every task keeps being checked).
+        error_interval: delay after a failed check (5xx, transport error);
+            doubles with each further failure of the same task.
+        max_error_interval: cap on that delay.
+        rate_limit_pause: pause of all checks after a 429 without Retry-After;
+            doubles with each further such 429.
+        max_rate_limit_pause: cap on any pause, also on the server's Retry-After.
+        sweep_spacing: least time between two sweeps; tasks due within it are
+            checked together.
+        learning_rate: step size of the online estimates (log scale).
+        ordered: whether to use the queue model at all.
+    """
+
+    first_delay: float = attrs.field(default=1.0, validator=_positive)
+    first_quantile: float = attrs.field(default=0.4, validator=_fraction)
+    min_first_delay: float = attrs.field(default=0.02, validator=_positive)
+    max_first_delay: float = attrs.field(default=30.0, validator=_positive)
+    interval: float = attrs.field(default=0.6, validator=_positive)
+    backoff: float = attrs.field(default=1.15)
+    max_interval: float = attrs.field(default=2.0, validator=_positive)
+    jitter: float = attrs.field(default=0.1)
+    max_defer: float = attrs.field(default=30.0, validator=_positive)
+    error_interval: float = attrs.field(default=0.5, validator=_positive)
+    max_error_interval: float = attrs.field(default=10.0, validator=_positive)
+    rate_limit_pause: float = attrs.field(default=1.0, validator=_positive)
+    max_rate_limit_pause: float = attrs.field(default=60.0, validator=_positive)
+    sweep_spacing: float = attrs.field(default=0.05)
+    learning_rate: float = attrs.field(default=0.25, validator=_positive)
+    ordered: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.backoff < 1:
+            raise ValueError(f"backoff must be at least 1, got {self.backoff!r}")
+
+        if not 0 <= self.jitter < 0.5:
+            raise ValueError(f"jitter must be in [0, 0.5), got {self.jitter!r}")
+
+        if self.sweep_spacing < 0:
+            raise ValueError(f"sweep_spacing must be >= 0, got {self.sweep_spacing!r}")
+
+        if not self.min_first_delay <= self.first_delay <= self.max_first_delay:
+            raise ValueError("need min_first_delay <= first_delay <= max_first_delay")
+
+    def interval_after(self, checks: int) -> float:
+        """Return the un-jittered delay after the *checks*-th check (1-based)."""
+        steps = max(0, checks - 1)
+        # Stop multiplying once the cap is reached (also avoids float overflow).
+        if self.backoff > 1:
+            limit = math.log(self.max_interval / self.interval) / math.log(self.backoff)
+            steps = min(steps, max(0, math.ceil(limit)))
+
+        return min(self.max_interval, self.interval * self.backoff**steps)
+
+    def error_delay(self, errors: int) -> float:
+        """Return the un-jittered delay after *errors* failed checks in a row."""
+        doublings = min(max(0, errors - 1), 30)
+        return min(self.max_error_interval, self.error_interval * 2.0**doublings)
+
+    def longest_wait(self) -> float:
+        """Return a bound on the time between two checks of one task.
+
+        Counted from the task's submission or its last check; pauses after a 429
+        come on top.
+        """
+        longest = max(self.max_first_delay, self.max_interval, self.max_error_interval)
+        return longest * (1 + self.jitter) + self.max_defer
+
+
+class Outcome(enum.Enum):
+    """What one status check said, as far as scheduling is concerned."""
+
+    #: The task is still queued or running.
+    PENDING = "pending"
+    #: Nothing learned (NOT_FOUND within its grace): check again on its schedule.
+    UNKNOWN = "unknown"
+    #: The task reached SUCCESS or FAILED; it leaves the schedule.
+    SETTLED = "settled"
+    #: The check itself failed (5xx, transport): retry with backoff.
+    ERROR = "error"
+    #: The check was not made (paused by a 429): keep the schedule as it was.
+    SKIPPED = "skipped"
+
+
+@attrs.define(eq=False)
+class _Task:
+    task_id: str
+    method: str
+    submitted_at: float
+    # Registration order: the queue model's notion of submission order.
+    ordinal: int
+    jitter: float
+    checks: int = 0
+    last_check: float | None = None
+    # Lower end of the bracket on the completion time: last time seen PENDING.
+    last_pending: float | None = None
+    # Own-schedule due time once the first check was made (None before it).
+    next_check: float | None = None
+    errors: int = 0
+    ordered_tries: int = 0
+    straggler: bool = False
+    learned: bool = False
+    in_flight: bool = False
+    # When the current check was picked, and whether the queue model placed it.
+    picked_at: float = 0.0
+    predicted: bool = False
+
+
+class Scheduler:
+    """Decide which watched tasks are due, and learn from what checks find.
+
+    Args:
+        schedule: the poll schedule.
+        rng: source of jitter (seeded in tests).
+    """
+
+    def __init__(
+        self, schedule: PollSchedule, rng: random.Random | None = None
+    ) -> None:
+        self.schedule = schedule
+        self._rng = rng or random.Random()
+        self._tasks: dict[str, _Task] = {}
+        self._ordinal = 0
+        # log of the learned first-check delay per method
+        self._log_delay: dict[str, float] = {}
+        self._observed: dict[str, int] = {}
+        # Queue model: share of tasks seen completing in submission order, how
+        # many tasks that share rests on, the highest ordinal seen settled, the
+        # seconds the queue spends per task, and where the queue stood when.
+        self._order = 0.5
+        self._order_evidence = 0
+        self._max_settled = -1
+        self._pace = 0.1
+        self._anchor: tuple[float, int] | None = None
+        self._paused_until = 0.0
+        self._pauses = 0
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._tasks
+
+    @property
+    def ordered(self) -> bool:
+        """True while the queue model is trusted to place checks."""
+        return (
+            self.schedule.ordered
+            and self._order_evidence >= _ORDER_EVIDENCE
+            and self._order >= _ORDER_TRUST
+        )
+
+    @property
+    def pace(self) -> float:
+        """Seconds the queue is believed to spend per task (the queue model)."""
+        return self._pace
+
+    @property
+    def paused_until(self) -> float:
+        """Time before which no check may be made (after a 429)."""
+        return self._paused_until
+
+    def learned_delays(self) -> dict[str, float]:
+        """Return the learned first-check delay per method (seconds)."""
+        return {m: math.exp(v) for m, v in sorted(self._log_delay.items())}
+
+    def first_delay(self, method: str) -> float:
+        """Return the first-check delay currently used for *method*."""
+        log_delay = self._log_delay.get(method)
+        if log_delay is None:
+            return self.schedule.first_delay
+
+        return math.exp(log_delay)
+
+    def add(self, task_id: str, method: str, submitted_at: float) -> None:
+        """Start scheduling checks of a task (no-op if already scheduled)."""
+        if task_id in self._tasks:
+            return
+
+        jitter = self._rng.uniform(-1.0, 1.0)
+        self._tasks[task_id] = _Task(
+            task_id, method, submitted_at, self._ordinal, jitter
+        )
+        self._ordinal += 1
+
+    def remove(self, task_id: str) -> None:
+        """Stop checking a task; a check already in flight is ignored later."""
+        self._tasks.pop(task_id, None)
+
+    def due_at(self, task_id: str) -> float:
+        """Return when the task is next due (ignoring pauses and in-flight state)."""
+        return self._due(self._tasks[task_id])
+
+    def next_due(self) -> float | None:
+        """Return the earliest time a check may be made, or None if none waits."""
+        # TODO: a scan per call is fine for thousands of tasks; ten thousand and
+        # more would want per-method heaps keyed so that learning keeps order.
+        dues = [self._due(t) for t in self._tasks.values() if not t.in_flight]
+        if not dues:
+            return None
+
+        return max(min(dues), self._paused_until)
+
+    def pick(self, now: float, limit: int) -> list[str]:
+        """Take up to *limit* due tasks, earliest first, and mark them in flight.
+
+        Every picked task must later be passed to :meth:`record` (or removed).
+        """
+        if limit <= 0 or now < self._paused_until:
+            return []
+
+        due = [
+            (when, task)
+            for task in self._tasks.values()
+            if not task.in_flight and (when := self._due(task)) <= now
+        ]
+        due.sort(key=lambda item: (item[0], item[1].ordinal))
+        probes: dict[str, int] = {}
+        picked: list[str] = []
+        for _, task in due:
+            if len(picked) >= limit:
+                break
+
+            if (
+                task.checks == 0
+                and not self.ordered
+                and not self._may_probe(task, probes)
+            ):
+                continue
+
+            task.in_flight = True
+            task.picked_at = now
+            task.predicted = self._uses_queue(task)
+            picked.append(task.task_id)
+
+        return picked
+
+    def record(self, now: float, outcomes: Mapping[str, Outcome]) -> None:
+        """Apply what one sweep's checks found, learn from it, reschedule.
+
+        Settled tasks leave the schedule; unknown ids are ignored.
+        """
+        found = [
+            (self._tasks[task_id], outcome)
+            for task_id, outcome in outcomes.items()
+            if task_id in self._tasks
+        ]
+        found.sort(key=lambda item: item[0].ordinal)
+        self._learn_delays(now, found)
+        self._learn_order(now, found)
+        for task, outcome in found:
+            self._reschedule(now, task, outcome)
+
+    def rate_limited(self, now: float, retry_after: float | None) -> float:
+        """Pause every check after a 429 and return when checks may resume."""
+        if retry_after is None:
+            self._pauses += 1
+            pause = self.schedule.rate_limit_pause * 2.0 ** min(self._pauses - 1, 30)
+        else:
+            pause = max(0.0, retry_after)
+
+        pause = min(pause, self.schedule.max_rate_limit_pause)
+        self._paused_until = max(self._paused_until, now + pause)
+        return self._paused_until
+
+    def checks_went_through(self) -> None:
+        """Reset the 429 backoff after a sweep that was not rate limited."""
+        self._pauses = 0
+
+    # -- due times ------------------------------------------------------------
+
+    def _own_due(self, task: _Task) -> float:
+        if task.next_check is not None:
+            return task.next_check
+
+        delay = self.first_delay(task.method) * (1 + self.schedule.jitter * task.jitter)
+        return task.submitted_at + max(self.schedule.min_first_delay, delay)
+
+    def _uses_queue(self, task: _Task) -> bool:
+        return self.ordered and not task.straggler and task.errors == 0
+
+    def _due(self, task: _Task) -> float:
+        own = self._own_due(task)
+        if not self._uses_queue(task) or self._anchor is None:
+            return own
+
+        predicted = self._predict(task.ordinal)
+        if task.last_check is None:
+            floor = task.submitted_at + self.schedule.min_first_delay
+        else:
+            floor = task.last_check + max(self.schedule.sweep_spacing, 1e-3)
+
+        return min(max(predicted, floor), own + self.schedule.max_defer)
+
+    def _may_probe(self, task: _Task, probes: dict[str, int]) -> bool:
+        # Few first checks per sweep for a method still being learned.
+        seen = self._observed.get(task.method, 0)
+        if seen >= _PROBE_UNTIL:
+            return True
+
+        taken = probes.get(task.method, 0)
+        if taken >= _PROBE_MIN + seen:
+            return False
+
+        probes[task.method] = taken + 1
+        return True
+
+    def _reschedule(self, now: float, task: _Task, outcome: Outcome) -> None:
+        task.in_flight = False
+        if outcome is Outcome.SKIPPED:
+            return
+
+        if outcome is Outcome.SETTLED:
+            self._tasks.pop(task.task_id, None)
+            return
+
+        jitter = 1 + self.schedule.jitter * self._rng.uniform(-1.0, 1.0)
+        task.last_check = now
+        if outcome is Outcome.ERROR:
+            task.errors += 1
+            task.next_check = now + self.schedule.error_delay(task.errors) * jitter
+            return
+
+        task.errors = 0
+        task.checks += 1
+        if outcome is Outcome.PENDING:
+            task.last_pending = task.picked_at
+            if task.predicted:
+                task.ordered_tries += 1
+                task.straggler = task.straggler or task.ordered_tries >= _ORDERED_TRIES
+
+        task.next_check = now + self.schedule.interval_after(task.checks) * jitter
+
+    # -- learning -------------------------------------------------------------
+
+    def _learn_delays(self, now: float, found: list[tuple[_Task, Outcome]]) -> None:
+        # Quantile tracking on interval-censored observations: each task tells,
+        # once, whether it completed before the current delay of its method.
+        hits: dict[str, list[int]] = {}
+        for task, outcome in found:
+            if task.learned or outcome not in (Outcome.PENDING, Outcome.SETTLED):
+                continue
+
+            delay = self.first_delay(task.method)
+            if outcome is Outcome.PENDING:
+                if task.picked_at - task.submitted_at < delay:
+                    continue
+
+                hit = 0
+            else:
+                low = (task.last_pending or task.submitted_at) - task.submitted_at
+                high = now - task.submitted_at
+                hit = int(high <= delay or (low < delay and (low + high) / 2 <= delay))
+
+            task.learned = True
+            hits.setdefault(task.method, []).append(hit)
+
+        for method, batch in hits.items():
+            self._step_delay(method, batch)
+
+    def _step_delay(self, method: str, batch: list[int]) -> None:
+        schedule = self.schedule
+        share = sum(batch) / len(batch)
+        # Large steps while little is known, settling to learning_rate.
+        seen = self._observed.get(method, 0)
+        rate = schedule.learning_rate * max(1.0, _BOOST / math.sqrt(1 + seen / 8))
+        step = rate * min(math.sqrt(len(batch)), _BATCH_WEIGHT)
+        log_delay = math.log(self.first_delay(method))
+        log_delay += step * (schedule.first_quantile - share)
+        low = math.log(schedule.min_first_delay)
+        high = math.log(schedule.max_first_delay)
+        self._log_delay[method] = min(max(log_delay, low), high)
+        self._observed[method] = self._observed.get(method, 0) + len(batch)
+
+    def _learn_order(self, now: float, found: list[tuple[_Task, Outcome]]) -> None:
+        settled = [t.ordinal for t, o in found if o is Outcome.SETTLED]
+        pending = [t for t, o in found if o is Outcome.PENDING]
+        front = max([self._max_settled, *settled])
+        for task in pending:
+            # Behind a task seen settled: it completes out of order.
+            task.straggler = task.straggler or task.ordinal < front
+
+        if settled:
+            # Evidence of order comes from one sweep's answers, made at about the
+            # same time: in a sequential queue, every task found PENDING comes
+            # after every task found settled.
+            highest = max(settled)
+            for task in pending:
+                self._observe_order(float(task.ordinal > highest))
+
+        self._max_settled = front
+        self._learn_pace(found)
+        if settled:
+            self._correct_anchor(now, max(settled), done=True)
+
+        ahead = [t.ordinal for t in pending if t.ordinal > front]
+        if ahead:
+            self._correct_anchor(now, min(ahead), done=False)
+
+    def _predict(self, ordinal: int) -> float:
+        assert self._anchor is not None
+        anchor_time, anchor_ordinal = self._anchor
+        return anchor_time + (ordinal - anchor_ordinal) * self._pace
+
+    def _correct_anchor(self, now: float, ordinal: int, *, done: bool) -> None:
+        # Move the queue line only when an observation contradicts it: a task
+        # found settled before its predicted time (the queue is ahead), or one
+        # found PENDING after it (the queue is behind).
+        if self._anchor is None:
+            self._anchor = (now, ordinal if done else ordinal - 1)
+        elif done and self._predict(ordinal) > now:
+            self._anchor = (now, ordinal)
+        elif not done and self._predict(ordinal) <= now:
+            self._anchor = (now, ordinal - 1)
+
+    def _observe_order(self, value: float) -> None:
+        self._order += _ORDER_SMOOTHING * (value - self._order)
+        self._order_evidence += 1
+
+    def _learn_pace(self, found: Iterable[tuple[_Task, Outcome]]) -> None:
+        # Aim the queue model slightly early: a small share of its checks should
+        # find the task still PENDING.
+        placed = [
+            o is Outcome.PENDING
+            for t, o in found
+            if t.predicted and o in (Outcome.PENDING, Outcome.SETTLED)
+        ]
+        if not placed:
+            return
+
+        share = sum(placed) / len(placed)
+        pace = self._pace * math.exp(_PACE_RATE * (share - _PACE_QUANTILE))
+        self._pace = min(max(pace, _PACE_BOUNDS[0]), _PACE_BOUNDS[1])
+
+
+@attrs.define
+class TokenBucket:
+    """A request-rate budget: *rate* tokens a second, holding at most *burst*.
+
+    Pure: the caller passes the time. Starts full.
+    """
+
+    rate: float
+    burst: float
+    _tokens: float = attrs.field(init=False)
+    _updated: float | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.rate > 0 or not self.burst >= 1:
+            raise ValueError("need rate > 0 and burst >= 1")
+
+        self._tokens = self.burst
+
+    def available(self, now: float) -> int:
+        """Return how many whole tokens could be taken at *now*."""
+        self._refill(now)
+        return int(self._tokens)
+
+    def take(self, now: float, count: int) -> None:
+        """Spend *count* tokens (the caller checked :meth:`available`)."""
+        self._refill(now)
+        self._tokens -= count
+
+    def ready_at(self, now: float) -> float:
+        """Return the time a whole token will be available."""
+        self._refill(now)
+        missing = 1 - self._tokens
+        return now if missing <= 0 else now + missing / self.rate
+
+    def _refill(self, now: float) -> None:
+        if self._updated is not None and now > self._updated:
+            self._tokens = min(
+                self.burst, self._tokens + (now - self._updated) * self.rate
+            )
+
+        if self._updated is None or now > self._updated:
+            self._updated = now
