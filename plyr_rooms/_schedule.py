@@ -250,7 +250,7 @@ class Scheduler:
 
     def learned_delays(self) -> dict[str, float]:
         """Return the learned first-check delay per method (seconds)."""
-        return {m: math.exp(v) for m, v in sorted(self._log_delay.items())}
+        return {str(m): math.exp(v) for m, v in sorted(self._log_delay.items())}
 
     def first_delay(self, method: str) -> float:
         """Return the first-check delay currently used for *method*."""
