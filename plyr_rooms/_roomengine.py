@@ -1,0 +1,711 @@
+"""The machinery under GameRoom: check, journal, send, wait, apply, hooks.
+
+A private module: :mod:`plyr_rooms.room` holds the public class. Every call a room
+makes to the journal is in the section "the journal" of :class:`RoomEngine`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import anyio
+import attrs
+
+from . import lifecycle as _core
+from ._observe import Subscription, Transition, TransitionHub
+from .errors import (
+    ApiError,
+    InvalidInput,
+    InvalidTransition,
+    RateLimited,
+    TaskFailed,
+    TaskLost,
+    TaskTimeout,
+    TransportError,
+)
+from .lifecycle import (
+    Payment,
+    Player,
+    RoomBook,
+    RoomState,
+    Step,
+    advance,
+    plan,
+    to_amount,
+)
+from .tasks import AlreadyJoined, TaskRef, TaskResult
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .client import PlyrClient
+    from .journal import Journal, RoomRecord
+    from .poller import TaskPoller
+
+__all__ = ["REVERTED", "PlayerLike", "RoomEngine", "RoomServices", "Unsettled"]
+
+logger = logging.getLogger(__name__)
+
+#: The FAILED message of a transaction that was mined and reverted: the only
+#: failure that proves nothing happened on chain (API reference 4.4).
+REVERTED = "Transaction Receipt Failed"
+
+_HOOKS = {
+    Step.CREATE: "on_created",
+    Step.JOIN: "on_joined",
+    Step.PAY: "on_paid",
+    Step.EARN: "on_earned",
+    Step.LEAVE: "on_left",
+    Step.END: "on_ended",
+}
+# Answers that prove the service did not take the request, so sending it again
+# cannot repeat a side effect: the proxy's 429 and 503.
+_NOT_TAKEN = (429, 503)
+# Answers after which the request may or may not have been taken.
+_MAYBE_TAKEN = (502, 504)
+_ZERO = Decimal(0)
+
+
+class PlayerLike(Protocol):
+    """Anything with a plyr id and a session JWT (Player, the simulator's players)."""
+
+    @property
+    def plyr_id(self) -> str: ...
+
+    @property
+    def session_jwt(self) -> str | None: ...
+
+
+@attrs.define(eq=False)
+class RoomServices:
+    """What the rooms of one process share: client, poller, journal, observers.
+
+    Attributes:
+        client: sends the steps.
+        poller: waits for their tasks.
+        journal: records them, or None for no journal.
+        task_timeout: seconds a step waits for its task before the room is marked
+            unsettled; None uses the poller's default deadline.
+        submit_retries: times a step is sent again after an answer that proves
+            the service did not take it (429, 503).
+        hub: every room's transitions, for manager-level observers.
+    """
+
+    client: PlyrClient
+    poller: TaskPoller
+    journal: Journal | None = None
+    task_timeout: float | None = None
+    submit_retries: int = 3
+    hub: TransitionHub = attrs.field(factory=TransitionHub)
+    # Steps and hooks running now, across all rooms; drain waits for zero.
+    busy: int = 0
+    _idle: anyio.Event | None = None
+
+    def begin(self) -> None:
+        """Count one more step in flight."""
+        self.busy += 1
+
+    def done(self) -> None:
+        """Count one step fewer in flight."""
+        self.busy -= 1
+        if not self.busy and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    async def wait_idle(self) -> None:
+        """Return once no step is in flight."""
+        while self.busy:
+            if self._idle is None:
+                self._idle = anyio.Event()
+
+            await self._idle.wait()
+
+
+@attrs.frozen
+class Unsettled:
+    """A step whose outcome is not known; the room takes no other step until it is.
+
+    Attributes:
+        step: the step.
+        reason: why its outcome is unknown.
+        task_id: its task id, if the service gave one.
+        plyr_ids: the players it named.
+        payments: its pay or earn entries.
+        seq: its journal sequence number, when journaled.
+    """
+
+    step: Step
+    reason: str
+    task_id: str | None = None
+    plyr_ids: tuple[str, ...] = ()
+    payments: tuple[Payment, ...] = ()
+    seq: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return it as plain JSON values."""
+        return {
+            "step": self.step.value,
+            "reason": self.reason,
+            "task_id": self.task_id,
+            "seq": self.seq,
+            **request_json(self.plyr_ids, self.payments),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Unsettled:
+        """Read what :meth:`to_json` wrote."""
+        ids, payments = read_request(data)
+        return cls(
+            Step(data["step"]),
+            str(data["reason"]),
+            data.get("task_id"),
+            ids,
+            payments,
+            data.get("seq"),
+        )
+
+
+def request_json(ids: Iterable[str], payments: Iterable[Payment]) -> dict[str, Any]:
+    # What the journal keeps of a request: the API's body with plyr ids in place
+    # of session JWTs (one id per entry for pay and earn, as the task params).
+    entries = tuple(payments)
+    if not entries:
+        return {"plyrIds": list(ids)}
+
+    return {
+        "plyrIds": [p.plyr_id for p in entries],
+        "tokens": [p.token for p in entries],
+        "amounts": [format(p.amount, "f") for p in entries],
+    }
+
+
+def read_request(
+    data: Mapping[str, Any],
+) -> tuple[tuple[str, ...], tuple[Payment, ...]]:
+    ids = tuple(str(p) for p in data.get("plyrIds", ()))
+    if "tokens" not in data:
+        return ids, ()
+
+    rows = zip(ids, data["tokens"], data["amounts"], strict=True)
+    return (), tuple(Payment(p, t, a) for p, t, a in rows)
+
+
+class RoomEngine:
+    """The step machinery of a room; :class:`~plyr_rooms.room.GameRoom` is the API."""
+
+    room_name: ClassVar[str] = "GameRoom"
+    token: str = "plyr"
+    stake: Decimal = _ZERO
+    expires_in: int | None = None
+    atomic: bool = False
+    walk_retries: int = 2
+
+    def __init__(
+        self,
+        services: RoomServices,
+        players: Iterable[PlayerLike | str] = (),
+        *,
+        key: str | None = None,
+        token: str | None = None,
+        stake: Decimal | int | str | None = None,
+        expires_in: int | None = None,
+        atomic: bool | None = None,
+    ) -> None:
+        self.services = services
+        #: The client-side id of the room (the server's id comes with create).
+        self.key = key or uuid.uuid4().hex
+        #: Every player the room knows, by plyr id (joined or not yet).
+        self.players: dict[str, Player] = {}
+        self.add_players(players)
+        if token is not None:
+            self.token = token.lower()
+
+        self.stake = to_amount(self.stake if stake is None else stake)
+        if expires_in is not None:
+            self.expires_in = expires_in
+
+        if atomic is not None:
+            self.atomic = atomic
+
+        self.book = RoomBook()
+        self.room_id: str | None = None
+        self.room_address: str | None = None
+        #: The step whose outcome is unknown, or None.
+        self.unsettled: Unsettled | None = None
+        #: The hook error that moved the room to FAILED, or None.
+        self.error: BaseException | None = None
+        #: Players refused by on_join_request: plyr id -> reason.
+        self.refused: dict[str, str] = {}
+        #: What play() returned in the default walk.
+        self.payouts: tuple[Payment, ...] = ()
+        #: Tasks this room submitted.
+        self.tasks = 0
+        self._lock = anyio.Lock()
+        self._watchers: TransitionHub | None = None
+        self._journaled = False
+        #: The journal sequence number of the last step applied to the book.
+        self.applied_seq: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.key[:8]} room_id={self.room_id!r} "
+            f"state={self.state.name}{' unsettled' if self.unsettled else ''}>"
+        )
+
+    @property
+    def state(self) -> RoomState:
+        """The room's state."""
+        return self.book.state
+
+    def add_players(self, players: Iterable[PlayerLike | str]) -> None:
+        """Make *players* known to the room (a later :meth:`join` adds them)."""
+        for p in players:
+            player = _player(p)
+            self.players[player.plyr_id] = player
+
+    def transitions(self, buffer: int = 64) -> Subscription:
+        """Return an async iterator over this room's transitions from now on.
+
+        It ends when the room ends. A full buffer drops the oldest transition
+        (counted in ``dropped``); the room never waits for its observers.
+        """
+        if self._watchers is None:
+            self._watchers = TransitionHub()
+            if self.state is RoomState.ENDED:
+                self._watchers.close()
+
+        return self._watchers.subscribe(buffer)
+
+    if TYPE_CHECKING:
+        # The hooks the machinery calls; GameRoom defines them.
+        async def on_join_request(
+            self, players: tuple[Player, ...]
+        ) -> Mapping[str, str]: ...
+
+        async def on_failed(self, error: BaseException) -> None: ...
+
+        def save_state(self) -> dict[str, Any]: ...
+
+    # -- the step machinery ---------------------------------------------------------
+
+    async def _step(
+        self,
+        step: Step,
+        args: Callable[[], StepArgs],
+        send: Send,
+        *,
+        admit: bool = False,
+    ) -> _Done | None:
+        # *args* gives the step's players and entries; it runs under the lock so
+        # that defaults ("everyone in the room") see the steps queued before.
+        services = self.services
+        async with self._lock:
+            if self.unsettled is not None:
+                raise InvalidTransition(self.state, step, (), "unsettled")
+
+            ids, entries = args()
+            if admit:
+                plan(self.state, step)  # the table first: no hook for a bad step
+                ids, entries = await self._admit(step, ids, entries)
+                if not ids and not entries and step is Step.CREATE_JOIN_PAY:
+                    reason = "no player was admitted"
+                    raise InvalidTransition(self.state, step, (), reason)
+
+                if not ids and not entries:
+                    return None
+
+            new = advance(self.book, step, ids, entries)
+            services.begin()
+            try:
+                return await self._send_and_wait(step, ids, entries, send, new)
+            finally:
+                services.done()
+
+    async def _send_and_wait(
+        self,
+        step: Step,
+        ids: tuple[str, ...],
+        entries: tuple[Payment, ...],
+        send: Send,
+        new: RoomBook,
+    ) -> _Done:
+        seq = await self._j_intend(step, ids, entries)
+        sent = await self._submit(step, ids, entries, send, seq)
+        result = None
+        if isinstance(sent, TaskRef):
+            await self._j_submitted(seq, sent.id)
+            result = await self._wait(step, ids, entries, sent, seq)
+
+        await self._finish(step, new, result, seq, ids, entries)
+        return _Done(result, _named(ids, entries))
+
+    async def _submit(
+        self,
+        step: Step,
+        ids: tuple[str, ...],
+        entries: tuple[Payment, ...],
+        send: Send,
+        seq: int | None,
+    ) -> Sent:
+        retries = self.services.submit_retries
+        for attempt in range(retries + 1):
+            # Until an answer (or an error that proves nothing was taken) comes
+            # back, the request may have been taken: a cancellation there leaves
+            # the room unsettled.
+            known = False
+            try:
+                sent = await send(ids, entries)
+                known = True
+            except InvalidInput as exc:
+                known = True
+                await self._j_settled(seq, "REFUSED", {"message": str(exc)})
+                raise
+            except ApiError as exc:
+                known = exc.status not in _MAYBE_TAKEN
+                if exc.status in _NOT_TAKEN and attempt < retries:
+                    await anyio.sleep(_backoff(exc, attempt))
+                    continue
+
+                if known:
+                    detail = {"status": exc.status, "message": exc.message}
+                    await self._j_settled(seq, "REFUSED", detail)
+
+                raise
+            except TransportError as exc:
+                known = not exc.sent
+                if known:
+                    await self._j_settled(seq, "REFUSED", {"message": str(exc)})
+
+                raise
+            finally:
+                if not known:
+                    why = "the request may have been taken (no answer)"
+                    self.unsettled = Unsettled(step, why, None, ids, entries, seq)
+
+            self.tasks += isinstance(sent, TaskRef)
+            return sent
+
+        raise AssertionError("unreachable")  # pragma: no cover - returns or raises
+
+    async def _wait(
+        self,
+        step: Step,
+        ids: tuple[str, ...],
+        entries: tuple[Payment, ...],
+        ref: TaskRef,
+        seq: int | None,
+    ) -> TaskResult:
+        settled = False
+        try:
+            poller = self.services.poller
+            result = await poller.wait(ref, timeout=self.services.task_timeout)
+            settled = True
+        except TaskFailed as failed:
+            settled = True
+            message = failed.result.error_message
+            reverted = REVERTED in (message or "")
+            outcome = "REVERTED" if reverted else "FAILED"
+            await self._j_settled(seq, outcome, {"errorMessage": message})
+            if not reverted:
+                why = f"failed without a revert ({message!r}): it may have executed"
+                await self._unsettle(step, why, ids, entries, seq, ref.id)
+
+            raise
+        except (TaskTimeout, TaskLost) as unknown:
+            settled = True
+            why = f"outcome unknown: {unknown}"
+            outcome = "TIMEOUT" if isinstance(unknown, TaskTimeout) else "LOST"
+            await self._j_settled(seq, outcome, {"reason": why})
+            await self._unsettle(step, why, ids, entries, seq, ref.id)
+            raise
+        finally:
+            if not settled and self.unsettled is None:
+                # Cancelled while waiting: the task runs on; keep its id.
+                why = "cancelled while waiting for the task"
+                self.unsettled = Unsettled(step, why, ref.id, ids, entries, seq)
+
+        return result
+
+    async def _unsettle(
+        self,
+        step: Step,
+        reason: str,
+        ids: tuple[str, ...],
+        entries: tuple[Payment, ...],
+        seq: int | None,
+        task_id: str | None = None,
+    ) -> None:
+        self.unsettled = Unsettled(step, reason, task_id, ids, entries, seq)
+        logger.warning("room %s: %s unsettled: %s", self.key, step.value, reason)
+        await self._j_updated()
+
+    async def _finish(
+        self,
+        step: Step,
+        new: RoomBook,
+        result: TaskResult | None,
+        seq: int | None,
+        ids: tuple[str, ...],
+        entries: tuple[Payment, ...],
+    ) -> None:
+        # The step happened: move the book, record it, tell observers, run hooks.
+        if Step.CREATE in step.parts:
+            if result is None or result.room_id is None:
+                why = "created, but the task named no room"
+                await self._unsettle(step, why, ids, entries, seq)
+                raise TaskLost((result.task_id if result else None) or "?", why)
+
+            self.room_id, self.room_address = result.room_id, result.room_address
+
+        old = self.state
+        self.book = new
+        self.applied_seq = seq
+        detail = {"roomId": self.room_id, "roomAddress": self.room_address}
+        await self._j_settled(seq, "SUCCESS", detail)
+        await self._j_updated()
+        transition = Transition(
+            self.key,
+            self.room_id,
+            step,
+            old,
+            new.state,
+            result,
+            _named(ids, entries),
+            entries,
+        )
+        self._publish(transition)
+        for part in step.parts:
+            hook = getattr(self, _HOOKS[part])
+            try:
+                await hook(transition)
+            except Exception as exc:
+                await self._fail(step, exc)
+                raise
+
+    async def _fail(self, step: Step, error: BaseException) -> None:
+        old = self.state
+        self.book = _core.fail(self.book)
+        self.error = error
+        await self._j_updated()
+        self._publish(Transition(self.key, self.room_id, step, old, self.state))
+        try:
+            await self.on_failed(error)
+        except Exception as second:
+            error.add_note(f"on_failed raised too: {second!r}")
+
+    def _publish(self, transition: Transition) -> None:
+        self.services.hub.publish(transition)
+        if self._watchers is not None:
+            self._watchers.publish(transition)
+            if transition.new is RoomState.ENDED:
+                self._watchers.close()
+
+    async def _admit(
+        self, step: Step, ids: tuple[str, ...], entries: tuple[Payment, ...]
+    ) -> tuple[tuple[str, ...], tuple[Payment, ...]]:
+        asking = ids or tuple(dict.fromkeys(e.plyr_id for e in entries))
+        fresh = tuple(self.players[p] for p in asking if p not in self.book.players)
+        try:
+            refusals = dict(await self.on_join_request(fresh)) if fresh else {}
+        except Exception as exc:
+            await self._fail(step, exc)
+            raise
+
+        if not refusals:
+            return ids, entries
+
+        self.refused.update(refusals)
+        return (
+            tuple(p for p in ids if p not in refusals),
+            tuple(e for e in entries if e.plyr_id not in refusals),
+        )
+
+    # -- the journal: every call a room makes to it is here -------------------------
+
+    def record(self) -> RoomRecord:
+        """Return what the journal keeps of this room (no session JWTs)."""
+        from .journal import RoomRecord
+
+        return RoomRecord(
+            key=self.key,
+            class_name=type(self).room_name,
+            state=self.state.value,
+            room_id=self.room_id,
+            room_address=self.room_address,
+            players=tuple(self.players),
+            pot=self.book.pot,
+            unsettled=self.unsettled.reason if self.unsettled else None,
+            data={
+                "book": self.book.to_json(),
+                "token": self.token,
+                "stake": format(self.stake, "f"),
+                "unsettled": self.unsettled.to_json() if self.unsettled else None,
+                "refused": self.refused,
+                "applied_seq": self.applied_seq,
+                "game": self.save_state(),
+            },
+        )
+
+    async def _j_intend(
+        self, step: Step, ids: tuple[str, ...], entries: tuple[Payment, ...]
+    ) -> int | None:
+        journal = self.services.journal
+        if journal is None:
+            return None
+
+        if not self._journaled:
+            await journal.room_opened(self.record())
+            self._journaled = True
+
+        request = {"roomId": self.room_id, **request_json(ids, entries)}
+        return await journal.intend(self.key, step.value, request)
+
+    async def _j_submitted(self, seq: int | None, task_id: str) -> None:
+        if self.services.journal is not None and seq is not None:
+            await self.services.journal.submitted(self.key, seq, task_id)
+
+    async def _j_settled(
+        self, seq: int | None, outcome: str, detail: Mapping[str, Any] | None
+    ) -> None:
+        if self.services.journal is not None and seq is not None:
+            await self.services.journal.settled(self.key, seq, outcome, detail)
+
+    async def _j_updated(self) -> None:
+        if self.services.journal is not None and self._journaled:
+            await self.services.journal.room_updated(self.record())
+
+    # -- small helpers ----------------------------------------------------------------
+
+    def _room_id(self) -> str:
+        if self.room_id is None:
+            raise InvalidTransition(self.state, None, (), "the room has no id yet")
+
+        return self.room_id
+
+    def _jwt(self, plyr_id: str) -> str | None:
+        player = self.players.get(plyr_id)
+        return None if player is None else player.session_jwt
+
+    def _jwts(self, ids: Iterable[str]) -> list[str]:
+        jwts = []
+        for plyr_id in ids:
+            jwt = self._jwt(plyr_id)
+            if jwt is None:
+                raise InvalidInput(f"player {plyr_id!r} has no session JWT")
+
+            jwts.append(jwt)
+
+        return jwts
+
+    def _entry_jwts(self, entries: Iterable[Payment]) -> list[str]:
+        return self._jwts(e.plyr_id for e in entries)
+
+    def _ids(self, players: Iterable[PlayerLike | str]) -> tuple[str, ...]:
+        ids = []
+        for p in players:
+            player = _player(p)
+            if player.plyr_id not in self.players or player.session_jwt is not None:
+                self.players[player.plyr_id] = player
+
+            ids.append(player.plyr_id)
+
+        return tuple(dict.fromkeys(ids))
+
+    def _named_players(
+        self, players: Iterable[PlayerLike | str] | None
+    ) -> tuple[str, ...] | None:
+        return None if players is None else self._ids(players)
+
+    def _candidates(self, named: tuple[str, ...] | None) -> tuple[str, ...]:
+        if named is not None:
+            return named
+
+        return tuple(
+            p
+            for p in self.players
+            if p not in self.book.players and p not in self.refused
+        )
+
+    def _has_paid(self, plyr_id: str) -> bool:
+        return any(p == plyr_id for p, _ in self.book.paid)
+
+    def _stakes(
+        self, ids: Iterable[str], stake: Decimal | int | str | None
+    ) -> tuple[Payment, ...]:
+        amount = self.stake if stake is None else to_amount(stake)
+        return tuple(Payment(p, self.token, amount) for p in ids)
+
+    def _payments(
+        self, value: Mapping[str, Decimal | int | str] | Iterable[Payment]
+    ) -> tuple[Payment, ...]:
+        if isinstance(value, Mapping):
+            return tuple(Payment(p, self.token, a) for p, a in value.items())
+
+        entries = tuple(value)
+        if not all(isinstance(e, Payment) for e in entries):
+            raise InvalidInput("payments are a mapping plyr id -> amount or Payments")
+
+        return entries
+
+    def _with_everyone(self, entries: tuple[Payment, ...]) -> tuple[Payment, ...]:
+        named = {e.plyr_id for e in entries}
+        rest = [
+            Payment(m, self.token, 0) for m in self.book.members() if m not in named
+        ]
+        return entries + tuple(rest)
+
+
+@attrs.frozen
+class _Done:
+    result: TaskResult | None
+    plyr_ids: tuple[str, ...]
+
+
+Sent = TaskRef | AlreadyJoined
+StepArgs = tuple[tuple[str, ...], tuple[Payment, ...]]
+
+
+def nobody() -> StepArgs:
+    return (), ()
+
+
+if TYPE_CHECKING:
+    Send = Callable[[tuple[str, ...], tuple[Payment, ...]], Awaitable[Sent]]
+
+
+def _player(value: PlayerLike | str) -> Player:
+    if isinstance(value, str):
+        return Player(value)
+
+    if isinstance(value, Player):
+        return value
+
+    return Player(value.plyr_id, value.session_jwt)
+
+
+def columns(entries: Iterable[Payment]) -> tuple[list[str], list[Decimal]]:
+    tokens, amounts = [], []
+    for e in entries:
+        tokens.append(e.token)
+        amounts.append(e.amount)
+
+    return tokens, amounts
+
+
+def result_of(done: _Done | None) -> TaskResult | None:
+    return None if done is None else done.result
+
+
+def _named(ids: tuple[str, ...], entries: tuple[Payment, ...]) -> tuple[str, ...]:
+    return ids or tuple(dict.fromkeys(e.plyr_id for e in entries))
+
+
+def _backoff(error: ApiError, attempt: int) -> float:
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        return float(error.retry_after)
+
+    return min(0.25 * 2.0**attempt, 4.0)

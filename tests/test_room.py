@@ -1,0 +1,430 @@
+"""GameRoom against the embedded simulator: hooks, refusals, failures, reconcile."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+from plyr_rooms._schedule import PollSchedule
+from plyr_rooms.client import PlyrClient
+from plyr_rooms.errors import InvalidTransition, TaskFailed, TaskTimeout
+from plyr_rooms.lifecycle import Payment, Player, RoomState, Step, split_earn
+from plyr_rooms.manager import RoomManager
+from plyr_rooms.room import GameRoom, Transition
+from plyr_rooms.simulator import Faults, Latency, SimConfig, Simulator
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+
+#: Polls as fast as the tiny simulated latencies call for.
+SCHEDULE = PollSchedule(
+    first_delay=0.005,
+    min_first_delay=0.002,
+    interval=0.01,
+    max_interval=0.05,
+    error_interval=0.01,
+    rate_limit_pause=0.02,
+)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    *, task_timeout: float | None = 5.0, **config: Any
+) -> AsyncIterator[tuple[Simulator, RoomManager]]:
+    """Run a fast simulator and a manager on it."""
+    settings: dict[str, Any] = {
+        "latency": Latency.fixed(0.005),
+        "workers": None,
+        "sync_interval": 0.01,
+        "retry_sleep_scale": 0.001,
+        **config,
+    }
+    async with (
+        Simulator(SimConfig(**settings)) as sim,
+        PlyrClient(sim.url, sim.api_key, sim.api_secret, retry_backoff=0.01) as client,
+        RoomManager(
+            client,
+            task_timeout=task_timeout,
+            poller_options={"schedule": SCHEDULE, "requests_per_second": 2000.0},
+        ) as manager,
+    ):
+        yield sim, manager
+
+
+class Duel(GameRoom):
+    """The lowest plyr id wins the pot; every hook is recorded in order."""
+
+    room_name = "tests.Duel"
+    stake = Decimal(10)
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.calls: list[str] = []
+
+    async def on_created(self, transition: Transition) -> None:
+        self.calls.append("created")
+
+    async def on_joined(self, transition: Transition) -> None:
+        self.calls.append("joined")
+
+    async def on_paid(self, transition: Transition) -> None:
+        self.calls.append("paid")
+
+    async def on_earned(self, transition: Transition) -> None:
+        self.calls.append("earned")
+
+    async def on_left(self, transition: Transition) -> None:
+        self.calls.append("left")
+
+    async def on_ended(self, transition: Transition) -> None:
+        self.calls.append("ended")
+
+    async def on_failed(self, error: BaseException) -> None:
+        self.calls.append(f"failed:{type(error).__name__}")
+
+    async def play(self) -> Mapping[str, Decimal]:
+        self.calls.append("play")
+        winner = min(self.book.members())
+        return {winner: self.book.pot[self.token]}
+
+
+def seed_with_faults(pattern: list[bool], rate: float) -> int:
+    """Return a simulator seed whose first task faults follow *pattern*."""
+    # The simulator draws one number per task from this seeded stream.
+    for seed in range(10_000):
+        draws = random.Random(f"{seed}:task-faults")
+        if all((draws.random() < rate) is want for want in pattern):
+            return seed
+
+    raise AssertionError("no seed found")  # pragma: no cover - 1 in 2**n
+
+
+def state_of(room: GameRoom) -> RoomState:
+    # A call, so that the type checker does not narrow the state between steps.
+    return room.state
+
+
+def is_unsettled(room: GameRoom) -> bool:
+    return room.unsettled is not None
+
+
+def requests(sim: Simulator) -> int:
+    return sum(sim.ledger().requests_by_route.values())
+
+
+class TestWalks:
+    @pytest.mark.parametrize("atomic", [False, True])
+    async def test_walk_runs_hooks_in_order(self, atomic: bool) -> None:
+        """Both walks call the same hooks in the order of the steps."""
+        async with running() as (sim, manager):
+            players = await sim.add_players(2)
+            room = await manager.run(Duel, players, atomic=atomic)
+
+        assert state_of(room) is RoomState.ENDED
+        assert room.calls == [
+            "created",
+            "joined",
+            "paid",
+            "play",
+            "earned",
+            "left",
+            "ended",
+        ]
+        assert room.tasks == (2 if atomic else 6)
+
+    @pytest.mark.parametrize("atomic", [False, True])
+    async def test_ledger_matches_payouts_and_fees(self, atomic: bool) -> None:
+        """The winner gets the pot less 2 %, the fee account the 2 %, the room 0."""
+        async with running() as (sim, manager):
+            players = await sim.add_players(3, balance=100)
+            before = sim.ledger().total("plyr")
+            room = await manager.run(Duel, players, atomic=atomic)
+            ledger = sim.ledger()
+
+        winner = min(p.plyr_id for p in players)
+        net, fee = split_earn(Decimal(30))
+        assert room.payouts == (Payment(winner, "plyr", 30),)
+        assert ledger.balances[winner]["plyr"] == 90 + net
+        for p in players:
+            if p.plyr_id != winner:
+                assert ledger.balances[p.plyr_id]["plyr"] == 90
+
+        assert ledger.fee_account["plyr"] == fee
+        assert room.room_id is not None
+        assert ledger.rooms[room.room_id].funds["plyr"] == 0
+        assert ledger.rooms[room.room_id].ended
+        assert ledger.total("plyr") == before
+
+    async def test_lapsed_session_leaves_through_earn_leave(self) -> None:
+        """A player whose session lapsed mid-game still leaves, with amount 0."""
+
+        class Lapsing(Duel):
+            room_name = "tests.Lapsing"
+
+            async def on_paid(self, transition: Transition) -> None:
+                sim.expire_session(max(self.book.members()))
+
+        async with running() as (sim, manager):
+            players = await sim.add_players(2)
+            room = await manager.run(Lapsing, players)
+            ledger = sim.ledger()
+
+        assert state_of(room) is RoomState.ENDED
+        assert ledger.tasks_by_method.get("earnLeaveGameRoom") == 1
+        assert room.room_id is not None
+        assert ledger.rooms[room.room_id].joined == frozenset()
+
+    async def test_refused_player_is_never_sent(self) -> None:
+        """on_join_request refuses a player before anything is sent."""
+
+        class Picky(Duel):
+            room_name = "tests.Picky"
+
+            async def on_join_request(
+                self, players: tuple[Player, ...]
+            ) -> Mapping[str, str]:
+                return {max(p.plyr_id for p in players): "banned"}
+
+        async with running() as (sim, manager):
+            players = await sim.add_players(3)
+            room = await manager.run(Picky, players)
+            ledger = sim.ledger()
+
+        banned = max(p.plyr_id for p in players)
+        assert room.refused == {banned: "banned"}
+        assert banned not in room.book.players
+        assert ledger.balances[banned]["plyr"] == 1000
+
+
+class TestRefusals:
+    async def test_invalid_step_sends_nothing(self) -> None:
+        """Steps the core refuses raise before any request reaches the service."""
+        async with running() as (sim, manager):
+            players = await sim.add_players(2)
+            room = manager.open(Duel, players)
+            seen = requests(sim)
+            with pytest.raises(InvalidTransition) as caught:
+                await room.pay()
+
+            assert caught.value.state is RoomState.NEW
+            await room.create_join_pay()
+            seen = requests(sim)
+            with pytest.raises(InvalidTransition, match="pot is not empty"):
+                await room.end()
+
+            with pytest.raises(InvalidTransition, match="negative"):
+                await room.earn({players[0].plyr_id: 21})
+
+            with pytest.raises(InvalidTransition, match="not in the room"):
+                await room.earn({"stranger": 1})
+
+            assert requests(sim) == seen
+            assert state_of(room) is RoomState.PAID
+
+    async def test_reverted_task_leaves_the_state(self) -> None:
+        """A FAILED task (a revert) raises TaskFailed and changes nothing."""
+        async with running() as (sim, manager):
+            rich = await sim.add_players(1)
+            poor = await sim.add_players(1, balance=1)
+            room = manager.open(Duel, [*rich, *poor])
+            await room.create()
+            await room.join()
+            with pytest.raises(TaskFailed, match="Transaction Receipt Failed"):
+                await room.pay()
+
+            assert state_of(room) is RoomState.JOINED
+            assert room.unsettled is None
+            assert room.book.pot == {}
+            await room.leave()
+            await room.end()
+
+        assert state_of(room) is RoomState.ENDED
+
+    async def test_hook_failure_fails_the_room_and_refund_ends_it(self) -> None:
+        """A raising hook moves the room to FAILED, calls on_failed, re-raises."""
+
+        class Broken(Duel):
+            room_name = "tests.Broken"
+
+            async def play(self) -> Mapping[str, Decimal]:
+                raise ZeroDivisionError("the dice fell off the table")
+
+        async with running() as (sim, manager):
+            players = await sim.add_players(2, balance=50)
+            room = manager.open(Broken, players)
+            with pytest.raises(ZeroDivisionError):
+                await room.run()
+
+            assert state_of(room) is RoomState.FAILED
+            assert room.calls[-1] == "failed:ZeroDivisionError"
+            with pytest.raises(InvalidTransition):
+                await room.join_pay()
+
+            await room.refund()
+            ledger = sim.ledger()
+
+        net, _ = split_earn(Decimal(10))
+        assert state_of(room) is RoomState.ENDED
+        for p in players:
+            assert ledger.balances[p.plyr_id]["plyr"] == 40 + net
+
+    async def test_payouts_that_leave_tokens_fail_the_room(self) -> None:
+        """play() must empty the pot: payouts the book refuses are a hook failure."""
+
+        class Greedy(Duel):
+            room_name = "tests.Greedy"
+
+            async def play(self) -> Mapping[str, Decimal]:
+                return {min(self.book.members()): Decimal(5)}
+
+        async with running() as (sim, manager):
+            players = await sim.add_players(2)
+            room = manager.open(Greedy, players)
+            with pytest.raises(InvalidTransition, match="pot is not empty"):
+                await room.run(atomic=True)
+
+        assert state_of(room) is RoomState.FAILED
+
+
+class TestUnknownOutcome:
+    async def test_timeout_marks_unsettled_then_reconcile_applies(self) -> None:
+        """A deadline keeps the task id; reconcile applies the step and its hooks."""
+        async with running(latency=Latency.fixed(0.3), task_timeout=0.02) as (
+            sim,
+            manager,
+        ):
+            players = await sim.add_players(2)
+            room = manager.open(Duel, players)
+            with pytest.raises(TaskTimeout):
+                await room.create()
+
+            assert room.unsettled is not None
+            assert room.unsettled.step is Step.CREATE
+            assert room.unsettled.task_id is not None
+            seen = requests(sim)
+            with pytest.raises(InvalidTransition) as caught:
+                await room.join()
+
+            assert caught.value.reason == "unsettled"
+            assert requests(sim) == seen
+            assert await room.reconcile(task_wait=5.0)
+
+        assert not is_unsettled(room)
+        assert state_of(room) is RoomState.CREATED
+        assert room.room_id is not None
+        assert room.calls == ["created"]
+
+    async def test_stuck_task_stays_unsettled_until_resolved(self) -> None:
+        """Reconcile never guesses: a task still PENDING needs more time or a word."""
+        async with running(task_timeout=0.02, faults=Faults(stuck_rate=1.0)) as (
+            sim,
+            manager,
+        ):
+            room = manager.open(Duel, await sim.add_players(2))
+            with pytest.raises(TaskTimeout):
+                await room.create()
+
+            assert not await room.reconcile()
+            assert room.unsettled is not None
+            await room.resolve(applied=False)
+
+        assert not is_unsettled(room)
+        assert state_of(room) is RoomState.NEW
+
+    async def test_failed_but_executed_pay_waits_for_the_operator(self) -> None:
+        """A FAILED pay that was no revert may have moved money: nothing guesses."""
+        seed = seed_with_faults([False, False, True], 0.5)
+        faults = Faults(failed_but_executed_rate=0.5)
+        async with running(seed=seed, faults=faults) as (sim, manager):
+            players = await sim.add_players(2)
+            room = manager.open(Duel, players)
+            await room.create()
+            await room.join()
+            with pytest.raises(TaskFailed):
+                await room.pay()
+
+            assert room.unsettled is not None
+            assert state_of(room) is RoomState.JOINED
+            assert not await room.reconcile()
+            assert room.room_id is not None
+            assert sim.ledger().rooms[room.room_id].funds["plyr"] == 20
+            await room.resolve(applied=True)
+            assert state_of(room) is RoomState.PAID
+            assert room.book.pot == {"plyr": 20}
+
+    async def test_failed_but_executed_join_pay_settles_from_is_joined(self) -> None:
+        """join-pay moves players in: isJoined proves the transaction happened."""
+        seed = seed_with_faults([False, True], 0.5)
+        faults = Faults(failed_but_executed_rate=0.5)
+        async with running(seed=seed, faults=faults) as (sim, manager):
+            players = await sim.add_players(2)
+            room = manager.open(Duel, players)
+            await room.create()
+            with pytest.raises(TaskFailed):
+                await room.join_pay()
+
+            assert await room.reconcile()
+            assert state_of(room) is RoomState.PAID
+            assert room.calls == ["created", "joined", "paid"]
+
+    async def test_cancelled_step_does_not_wedge_the_room(self) -> None:
+        """Cancelling a step while it waits keeps the task id; the lock is free."""
+        async with running(latency=Latency.fixed(0.2)) as (sim, manager):
+            players = await sim.add_players(2)
+            room = manager.open(Duel, players)
+            with anyio.move_on_after(0.05):
+                await room.create()
+
+            assert room.unsettled is not None
+            assert await room.reconcile(task_wait=5.0)
+            await room.join()
+
+        assert state_of(room) is RoomState.JOINED
+
+
+class TestConcurrency:
+    async def test_steps_of_one_room_run_in_call_order(self) -> None:
+        """Steps called together run one at a time, first come first served."""
+        async with running() as (sim, manager):
+            players = await sim.add_players(2)
+            room = manager.open(Duel, players)
+            await room.create()
+            order: list[str] = []
+
+            async def step(name: str, started: anyio.Event) -> None:
+                started.set()
+                await getattr(room, name)()
+                order.append(name)
+
+            async with anyio.create_task_group() as tg:
+                for name in ("join", "pay", "leave"):
+                    started = anyio.Event()
+                    tg.start_soon(step, name, started)
+                    await started.wait()
+
+        assert order == ["join", "pay", "leave"]
+
+    async def test_observers_see_transitions_and_slow_ones_drop(self) -> None:
+        """Room observers get every step; a full buffer drops, never blocks."""
+        async with running() as (sim, manager):
+            players = await sim.add_players(2)
+            room = manager.open(Duel, players)
+            everything = room.transitions()
+            tiny = room.transitions(buffer=1)
+            await room.run(atomic=True)
+            seen = [t async for t in everything]
+            slow = [t async for t in tiny]
+
+        assert [(t.step, t.new) for t in seen] == [
+            (Step.CREATE_JOIN_PAY, RoomState.PAID),
+            (Step.EARN_LEAVE_END, RoomState.ENDED),
+        ]
+        assert seen[0].result is not None
+        assert len(slow) == 1
+        assert tiny.dropped == 1
