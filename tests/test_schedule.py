@@ -1,0 +1,288 @@
+"""Properties of the poller's pure scheduling logic, driven without I/O."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plyr_rooms._schedule import Outcome, PollSchedule, Scheduler, TokenBucket
+
+schedules = st.builds(
+    PollSchedule,
+    first_delay=st.floats(0.05, 5.0),
+    interval=st.floats(0.05, 2.0),
+    backoff=st.floats(1.0, 2.0),
+    max_interval=st.floats(0.1, 5.0),
+    jitter=st.floats(0.0, 0.4),
+    max_defer=st.floats(0.1, 60.0),
+    sweep_spacing=st.floats(0.0, 0.2),
+)
+outcomes = st.sampled_from(list(Outcome))
+
+
+class TestPollSchedule:
+    @given(schedules, st.integers(1, 200))
+    def test_backoff_grows_to_the_cap(
+        self, schedule: PollSchedule, checks: int
+    ) -> None:
+        """Intervals never shrink and never pass max_interval."""
+        before = schedule.interval_after(checks)
+        after = schedule.interval_after(checks + 1)
+
+        assert before <= after <= schedule.max_interval
+        assert schedule.interval_after(1) == min(
+            schedule.interval, schedule.max_interval
+        )
+
+    @given(schedules, st.integers(1, 100))
+    def test_error_delay_doubles_to_its_cap(
+        self, schedule: PollSchedule, errors: int
+    ) -> None:
+        """Retry delays after failed checks grow and stay capped."""
+        delay = schedule.error_delay(errors)
+
+        assert delay <= schedule.error_delay(errors + 1) <= schedule.max_error_interval
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"jitter": 0.5},
+            {"backoff": 0.9},
+            {"first_quantile": 1.0},
+            {"interval": 0.0},
+            {"first_delay": 100.0},
+            {"sweep_spacing": -1.0},
+        ],
+    )
+    def test_nonsense_is_refused(self, kwargs: dict[str, float]) -> None:
+        """Impossible schedules fail at construction."""
+        with pytest.raises(ValueError, match=r"must|need"):
+            PollSchedule(**kwargs)  # type: ignore[arg-type]
+
+
+class TestDueTimes:
+    @given(schedules, st.floats(0.0, 1e5), st.integers(0, 2**32))
+    def test_first_check_follows_the_default_delay(
+        self, schedule: PollSchedule, submitted: float, seed: int
+    ) -> None:
+        """Before anything is learned, the first check comes near first_delay."""
+        scheduler = Scheduler(schedule, random.Random(seed))
+        scheduler.add("t", "m", submitted)
+        delay = scheduler.due_at("t") - submitted
+
+        low = schedule.first_delay * (1 - schedule.jitter)
+        high = schedule.first_delay * (1 + schedule.jitter)
+        assert max(low, schedule.min_first_delay) - 1e-9 <= delay <= high + 1e-9
+
+    @given(
+        schedules,
+        st.integers(0, 2**32),
+        st.lists(st.tuples(st.floats(0.0, 3.0), outcomes), min_size=1, max_size=40),
+    )
+    def test_recheck_is_in_the_future_within_its_jitter(
+        self,
+        schedule: PollSchedule,
+        seed: int,
+        steps: list[tuple[float, Outcome]],
+    ) -> None:
+        """After each check, the next one is ahead, and jittered within bounds."""
+        scheduler = Scheduler(
+            attrs.evolve(schedule, ordered=False), random.Random(seed)
+        )
+        scheduler.add("t", "m", 0.0)
+        now, checks, errors = 0.0, 0, 0
+        for wait, outcome in steps:
+            now = max(now + wait, scheduler.due_at("t"))
+            assert scheduler.pick(now, 1) == ["t"]
+            scheduler.record(now, {"t": outcome})
+            if outcome is Outcome.SETTLED:
+                assert "t" not in scheduler
+                return
+
+            if outcome is Outcome.SKIPPED:
+                continue
+
+            gap = scheduler.due_at("t") - now
+            if outcome is Outcome.ERROR:
+                errors += 1
+                nominal = schedule.error_delay(errors)
+            else:
+                checks, errors = checks + 1, 0
+                nominal = schedule.interval_after(checks)
+
+            assert gap > 0
+            assert nominal * (1 - schedule.jitter) - 1e-9 <= gap
+            assert gap <= nominal * (1 + schedule.jitter) + 1e-9
+
+
+def _drive(
+    scheduler: Scheduler,
+    rng: random.Random,
+    finish: dict[str, float],
+    *,
+    settle: bool = True,
+    rounds: int = 400,
+) -> tuple[int, int]:
+    """Run sweeps at each next due time; answer from *finish* (completion times).
+
+    Asserts after every sweep that no task waits longer than the schedule's
+    bound since its submission or last check. Returns (checks, sweeps).
+    """
+    schedule = scheduler.schedule
+    bound = schedule.longest_wait() + 1e-6
+    last: dict[str, float] = {}
+    now, checks, sweeps, last_sweep = 0.0, 0, 0, -math.inf
+    for task_id in sorted(finish):
+        scheduler.add(task_id, "m", 0.0)
+        last[task_id] = 0.0
+
+    for _ in range(rounds):
+        due = scheduler.next_due()
+        if due is None:
+            break
+
+        # As the poller does: sweeps at least sweep_spacing apart.
+        now = max(now, due, last_sweep + schedule.sweep_spacing)
+        last_sweep = now
+        picked = scheduler.pick(now, 64)
+        answers: dict[str, Outcome] = {}
+        for task_id in picked:
+            done = settle and finish[task_id] <= now
+            answers[task_id] = Outcome.SETTLED if done else Outcome.PENDING
+            last[task_id] = now
+
+        checks += len(picked)
+        sweeps += bool(picked)
+        now += rng.uniform(0.0, 0.01)
+        scheduler.record(now, answers)
+        for task_id, when in last.items():
+            if task_id in scheduler:
+                assert scheduler.due_at(task_id) <= when + bound
+
+    return checks, sweeps
+
+
+class TestLearning:
+    @settings(deadline=None, max_examples=40)
+    @given(st.floats(0.05, 20.0), st.integers(0, 2**32))
+    def test_learned_delay_converges_to_the_duration(
+        self, duration: float, seed: int
+    ) -> None:
+        """With every task taking the same time, the first check learns it."""
+        rng = random.Random(seed)
+        scheduler = Scheduler(PollSchedule(ordered=False), rng)
+        now = 0.0
+        for index in range(300):
+            task_id = str(index)
+            scheduler.add(task_id, "m", now)
+            check = scheduler.due_at(task_id)
+            assert scheduler.pick(check, 1) == [task_id]
+            settled = check - now >= duration
+            outcome = Outcome.SETTLED if settled else Outcome.PENDING
+            scheduler.record(check, {task_id: outcome})
+            scheduler.remove(task_id)
+            now = check + rng.uniform(0.0, 0.1)
+
+        learned = scheduler.first_delay("m")
+        assert duration / 1.6 <= learned <= duration * 1.6
+        assert scheduler.learned_delays() == {"m": learned}
+
+    @settings(deadline=None, max_examples=30)
+    @given(st.integers(0, 2**32), st.booleans())
+    def test_no_task_is_starved(self, seed: int, ordered: bool) -> None:
+        """Whatever the queue model believes, every task keeps being checked."""
+        rng = random.Random(seed)
+        # A sequential queue with a few tasks stuck for good: the queue model
+        # takes over, yet the stuck ones are checked at bounded intervals.
+        finish = {f"{i:04d}": 0.05 * (i + 1) for i in range(200)}
+        for task_id in rng.sample(sorted(finish), 5):
+            finish[task_id] = math.inf
+
+        scheduler = Scheduler(PollSchedule(ordered=ordered), rng)
+        _drive(scheduler, rng, finish, rounds=3000)
+
+        left = {t for t in finish if t in scheduler}
+        assert left == {t for t, f in finish.items() if f == math.inf}
+
+    @settings(deadline=None, max_examples=20)
+    @given(st.integers(0, 2**32))
+    def test_pending_forever_is_still_checked(self, seed: int) -> None:
+        """Tasks that never settle are rechecked within the bound, forever."""
+        rng = random.Random(seed)
+        finish = {f"{i:03d}": math.inf for i in range(50)}
+        scheduler = Scheduler(PollSchedule(), rng)
+
+        checks, _ = _drive(scheduler, rng, finish, settle=False, rounds=500)
+
+        assert len(scheduler) == 50
+        assert checks >= 500
+
+
+class TestQueueModel:
+    def test_sequential_queue_costs_about_one_check_per_task(self) -> None:
+        """Completions in submission order: the queue model places checks."""
+        rng = random.Random(1)
+        finish = {f"{i:04d}": 0.05 * (i + 1) for i in range(1000)}
+        scheduler = Scheduler(PollSchedule(), rng)
+
+        checks, _ = _drive(scheduler, rng, finish, rounds=20_000)
+
+        assert len(scheduler) == 0
+        assert scheduler.ordered
+        assert checks / len(finish) < 1.5
+
+    def test_independent_latencies_keep_the_own_schedule(self) -> None:
+        """Completions out of order: the queue model stays off."""
+        rng = random.Random(2)
+        finish = {
+            f"{i:04d}": rng.lognormvariate(math.log(3.0), 0.5) for i in range(1000)
+        }
+        scheduler = Scheduler(PollSchedule(), rng)
+
+        checks, _ = _drive(scheduler, rng, finish, rounds=20_000)
+
+        assert len(scheduler) == 0
+        assert not scheduler.ordered
+        # A naive loop polling every second needs about E[T] + 0.5 ~ 3.9.
+        assert checks / len(finish) < 3.2
+
+    def test_rate_limit_pauses_every_check(self) -> None:
+        """After a 429 nothing is due before the pause ends; backoff doubles."""
+        scheduler = Scheduler(PollSchedule(rate_limit_pause=1.0), random.Random(3))
+        scheduler.add("a", "m", 0.0)
+
+        assert scheduler.rate_limited(10.0, None) == 11.0
+        assert scheduler.pick(10.5, 10) == []
+        assert scheduler.next_due() == 11.0
+        assert scheduler.rate_limited(11.0, None) == 13.0
+        assert scheduler.rate_limited(11.0, 0.5) == 13.0
+        scheduler.checks_went_through()
+        assert scheduler.rate_limited(20.0, None) == 21.0
+        assert scheduler.rate_limited(20.0, 5.0) == 25.0
+
+
+class TestTokenBucket:
+    @given(
+        st.floats(0.5, 1000.0),
+        st.floats(1.0, 100.0),
+        st.lists(st.floats(0.0, 2.0), max_size=50),
+    )
+    def test_never_grants_more_than_the_budget(
+        self, rate: float, burst: float, gaps: list[float]
+    ) -> None:
+        """Tokens taken over any run stay within burst + rate * elapsed."""
+        bucket = TokenBucket(rate, burst)
+        now, taken = 0.0, 0
+        for gap in gaps:
+            now += gap
+            grant = bucket.available(now)
+            bucket.take(now, grant)
+            taken += grant
+            assert bucket.ready_at(now) >= now
+
+        assert taken <= burst + rate * now + 1e-6
