@@ -7,6 +7,7 @@ makes to the journal is in the section "the journal" of :class:`RoomEngine`.
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -90,8 +91,10 @@ class RoomServices:
         journal: records them, or None for no journal.
         task_timeout: seconds a step waits for its task before the room is marked
             unsettled; None uses the poller's default deadline.
-        submit_retries: times a step is sent again after an answer that proves
-            the service did not take it (429, 503).
+        submit_retries: times a step is sent again after a 503 (an answer that
+            proves the service did not take it).
+        rate_limit_patience: seconds one step may spend waiting out 429s (the
+            service's Retry-After) before RateLimited is raised.
         hub: every room's transitions, for manager-level observers.
     """
 
@@ -100,6 +103,7 @@ class RoomServices:
     journal: Journal | None = None
     task_timeout: float | None = None
     submit_retries: int = 3
+    rate_limit_patience: float = 60.0
     hub: TransitionHub = attrs.field(factory=TransitionHub)
     # Steps and hooks running now, across all rooms; drain waits for zero.
     busy: int = 0
@@ -351,8 +355,9 @@ class RoomEngine:
         send: Send,
         seq: int | None,
     ) -> Sent:
-        retries = self.services.submit_retries
-        for attempt in range(retries + 1):
+        errors = 0  # 503s so far
+        patience = self.services.rate_limit_patience  # seconds of 429 left
+        while True:
             # Until an answer (or an error that proves nothing was taken) comes
             # back, the request may have been taken: a cancellation there leaves
             # the room unsettled.
@@ -366,8 +371,15 @@ class RoomEngine:
                 raise
             except ApiError as exc:
                 known = exc.status not in _MAYBE_TAKEN
-                if exc.status in _NOT_TAKEN and attempt < retries:
-                    await anyio.sleep(_backoff(exc, attempt))
+                pause = _pause(exc, errors)
+                if isinstance(exc, RateLimited) and pause <= patience:
+                    patience -= pause
+                    await anyio.sleep(pause)
+                    continue
+
+                if exc.status in _NOT_TAKEN and errors < self.services.submit_retries:
+                    errors += 1
+                    await anyio.sleep(pause)
                     continue
 
                 if known:
@@ -388,8 +400,6 @@ class RoomEngine:
 
             self.tasks += isinstance(sent, TaskRef)
             return sent
-
-        raise AssertionError("unreachable")  # pragma: no cover - returns or raises
 
     async def _wait(
         self,
@@ -424,8 +434,9 @@ class RoomEngine:
             raise
         finally:
             if not settled and self.unsettled is None:
-                # Cancelled while waiting: the task runs on; keep its id.
-                why = "cancelled while waiting for the task"
+                # Cancelled (or the poller closed) while waiting: the task runs
+                # on; keep its id.
+                why = "stopped while waiting for the task"
                 self.unsettled = Unsettled(step, why, ref.id, ids, entries, seq)
 
         return result
@@ -549,6 +560,10 @@ class RoomEngine:
                 "game": self.save_state(),
             },
         )
+
+    async def journal_sync(self) -> None:
+        """Write the room's record to the journal now (no-op without a journal)."""
+        await self._j_updated()
 
     async def _j_intend(
         self, step: Step, ids: tuple[str, ...], entries: tuple[Payment, ...]
@@ -704,8 +719,10 @@ def _named(ids: tuple[str, ...], entries: tuple[Payment, ...]) -> tuple[str, ...
     return ids or tuple(dict.fromkeys(e.plyr_id for e in entries))
 
 
-def _backoff(error: ApiError, attempt: int) -> float:
+def _pause(error: ApiError, errors: int) -> float:
+    # The server's Retry-After (spread a little, so that rooms refused together
+    # do not come back together), else a doubling backoff.
     if isinstance(error, RateLimited) and error.retry_after is not None:
-        return float(error.retry_after)
+        return error.retry_after * random.uniform(1.0, 1.5)
 
-    return min(0.25 * 2.0**attempt, 4.0)
+    return min(0.25 * 2.0**errors, 4.0) * random.uniform(0.5, 1.0)

@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+import anyio.abc
 import attrs
 
 from ._observe import TransitionHub
@@ -132,16 +133,16 @@ class RoomManager:
         self._opened = 0
         self._ended = 0
         self._state = "new"  # new -> running -> draining -> closed
+        self._stop = anyio.Event()
+        self._stopped = anyio.Event()
 
     # -- lifetime ---------------------------------------------------------------------
 
     async def __aenter__(self) -> RoomManager:
-        if self._make_client:
-            await self._stack.enter_async_context(self.client)
-
-        if self._make_poller:
-            await self._stack.enter_async_context(self.poller)
-
+        # The client and the poller live in a task of our own, so that drain can
+        # close them from any task without unwinding anyone else's scopes.
+        tg = await self._stack.enter_async_context(anyio.create_task_group())
+        await tg.start(self._host)
         self._state = "running"
         if self._resume_on_entry:
             await self.resume()
@@ -154,29 +155,43 @@ class RoomManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            await self.drain(self.drain_timeout)
-        else:
-            await self._close()
+        try:
+            if exc_type is None:
+                await self.drain(self.drain_timeout)
+            else:
+                await self._close()
+        finally:
+            await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def _host(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if self._make_client:
+                    await stack.enter_async_context(self.client)
+
+                if self._make_poller:
+                    await stack.enter_async_context(self.poller)
+
+                task_status.started()
+                await self._stop.wait()
+        finally:
+            self._stopped.set()
 
     async def drain(self, deadline: float | None = None) -> None:
-        """Stop opening rooms, wait for steps in flight, then close everything.
+        """Stop opening rooms, wait for walks and steps in flight, close everything.
 
-        Must run in the task that entered the manager. Steps still waiting when
-        *deadline* (seconds) passes have their rooms marked unsettled, their task
-        ids kept (and journaled). It never exits the process.
-
-        A cancellation stops the wait and cancels the poller's loop as it closes.
+        Steps still waiting when *deadline* (seconds) passes have their rooms
+        marked unsettled, their task ids kept (and journaled). It may be called
+        from any task, and never exits the process. A cancellation stops the wait
+        and leaves the rest to the end of the ``async with`` block.
         """
-        if self._state == "closed":
+        if self._state in ("closed", "new"):
             return
 
         self._state = "draining"
         with anyio.move_on_after(deadline):
             await self.services.wait_idle()
 
-        # Not shielded: the poller's task group was entered outside any scope of
-        # ours and must be left in the same nesting.
         await self._close()
 
     async def _close(self) -> None:
@@ -185,7 +200,8 @@ class RoomManager:
 
         self._state = "closed"
         self.services.hub.close()
-        await self._stack.aclose()
+        self._stop.set()
+        await self._stopped.wait()
         if self._own_journal and self.journal is not None:
             await self.journal.aclose()
 
@@ -324,6 +340,9 @@ class RoomManager:
             for entry in await journal.unfinished()
             if (room := self._restore(entry, online)) is not None
         ]
+        for room in rooms:
+            # The book may have moved by steps settled above: record it.
+            await room.journal_sync()
         if walk:
             async with anyio.create_task_group() as tg:
                 for room in rooms:
@@ -345,7 +364,12 @@ class RoomManager:
             return None
 
         room = room_class.restore(self.services, entry, players)
-        self._add(room)
+        self._opened += 1
+        if room.state is RoomState.ENDED:
+            self._ended += 1
+        else:
+            self._rooms[room.key] = room
+
         return room
 
     async def _carry_on(self, room: GameRoom) -> None:

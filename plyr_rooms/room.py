@@ -337,8 +337,16 @@ class GameRoom(RoomEngine):
         session lapsed leave through earn-leave with amount 0. A step whose task
         reverted is sent again up to ``walk_retries`` times; any other error stops
         the walk and is raised, the room keeping the state it reached.
+
+        A manager's drain waits for walks in progress (up to its deadline).
         """
-        atomic = self.atomic if atomic is None else atomic
+        self.services.begin()
+        try:
+            return await self._walk(self.atomic if atomic is None else atomic)
+        finally:
+            self.services.done()
+
+    async def _walk(self, atomic: bool) -> tuple[Payment, ...]:
         if self.state is RoomState.NEW:
             await self._again(self.create_join_pay if atomic else self.create)
 
