@@ -101,9 +101,11 @@ class StepVerdict:
     Attributes:
         seq: the step's sequence number in the journal.
         step: the step's name.
-        outcome: what was recorded: ``SUCCESS``, ``FAILED``, ``CHECKED`` (join or
-            leave settled from ``isJoined``; *detail* says who is done and who
-            is not), or ``UNKNOWN`` (nothing could be settled).
+        outcome: what was recorded: ``SUCCESS``; ``REVERTED`` (nothing
+            happened); ``FAILED`` (may have executed); for join and leave settled
+            from ``isJoined``, ``CHECKED`` (some players moved: *detail* says who
+            is done and who is not) or ``NOT_APPLIED`` (nobody moved); or
+            ``UNKNOWN`` (nothing could be settled).
         detail: what the outcome carried (room id, task state, players).
         unsettled: why the room needs an operator because of this step, or None.
         result: the task's SUCCESS result, when there was one.
@@ -269,7 +271,8 @@ async def _check_membership(
         (done if joined is want else missing).append(plyr_id)
 
     detail = {"task": state, "checked": "isJoined", "done": done, "missing": missing}
-    outcome = "SUCCESS" if not missing else "CHECKED"
+    # Nobody moved: as if never sent (the room may send it again, harmlessly).
+    outcome = "SUCCESS" if not missing else "CHECKED" if done else "NOT_APPLIED"
     return StepVerdict(step.seq, step.step, outcome, detail)
 
 
@@ -356,6 +359,12 @@ async def resume(
     before = [] if journal is None else await journal.unfinished()
     rooms = await manager.resume(players, task_wait=task_wait, walk=walk)
     assert journal is not None  # manager.resume refuses to run without one
+    for room in rooms:
+        # A room rebuilt from its steps may stand further than its record (a
+        # step journaled after the record was, then the process died): write
+        # where it stands now, unsettled reason included, for the next reader.
+        await journal.room_updated(room.record())
+
     return await build_report(before, rooms, journal)
 
 
@@ -387,7 +396,8 @@ def _describe(
         return ResumedRoom(*base, "unsettled", why, pending)
 
     if room.unsettled is not None:
-        return ResumedRoom(*base, "unsettled", room.unsettled.reason, pending)
+        why = _step_reason(after, room.unsettled.seq) or room.unsettled.reason
+        return ResumedRoom(*base, "unsettled", why, pending)
 
     if room.error is not None:
         why = f"a hook failed: {room.error!r}"
@@ -395,3 +405,13 @@ def _describe(
 
     why = f"the walk stopped in state {state} (see the log)"
     return ResumedRoom(*base, "stopped", why, pending)
+
+
+def _step_reason(entry: JournaledRoom, seq: int | None) -> str | None:
+    # The fuller reason reconcile_room journaled with the step, if any.
+    for step in entry.steps:
+        if step.seq == seq and step.detail:
+            reason = step.detail.get("reason")
+            return str(reason) if reason else None
+
+    return None
