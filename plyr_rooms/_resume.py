@@ -23,9 +23,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anyio
 import attrs
 
-from .errors import TaskFailed, TaskLost, TaskTimeout
+from .errors import PlyrError, TaskFailed, TaskLost, TaskTimeout
 from .tasks import TaskMethod, TaskRef, TaskResult
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "ResumedRoom",
     "StepVerdict",
     "reconcile_room",
+    "reconcile_rooms",
     "resume",
 ]
 
@@ -168,6 +170,42 @@ async def reconcile_room(
 
         if verdict.result is not None and verdict.result.room_id is not None:
             room_id = verdict.result.room_id
+
+    return verdicts
+
+
+async def reconcile_rooms(
+    entries: Iterable[JournaledRoom],
+    journal: Journal,
+    client: MembershipSource,
+    poller: TaskWaiter,
+    *,
+    timeout: float | None = None,  # noqa: ASYNC109 - passed on as the task deadline
+    limit: int = 256,
+) -> dict[str, list[StepVerdict]]:
+    """Run :func:`reconcile_room` for many rooms at once; return verdicts by key.
+
+    Rooms are settled concurrently (at most *limit* at a time), so that the
+    poller checks all their tasks in shared sweeps instead of one after another.
+    A room whose reconcile fails (a transport error, say) keeps its steps
+    pending for the next resume; the error is logged.
+    """
+    verdicts: dict[str, list[StepVerdict]] = {}
+    limiter = anyio.CapacityLimiter(limit)
+
+    async def one(entry: JournaledRoom) -> None:
+        async with limiter:
+            try:
+                verdicts[entry.room.key] = await reconcile_room(
+                    entry, journal, client, poller, timeout=timeout
+                )
+            except PlyrError:
+                logger.exception("room %s: reconcile failed", entry.room.key)
+
+    async with anyio.create_task_group() as tg:
+        for entry in entries:
+            if any(needs_settling(step) for step in entry.steps):
+                tg.start_soon(one, entry)
 
     return verdicts
 
@@ -357,6 +395,12 @@ async def resume(
     """
     journal = manager.journal
     before = [] if journal is None else await journal.unfinished()
+    if journal is not None:
+        # All rooms at once, so that their tasks share the poller's sweeps;
+        # manager.resume then finds only what is still unknown.
+        client, poller = manager.client, manager.poller
+        await reconcile_rooms(before, journal, client, poller, timeout=task_wait)
+
     rooms = await manager.resume(players, task_wait=task_wait, walk=walk)
     assert journal is not None  # manager.resume refuses to run without one
     for room in rooms:

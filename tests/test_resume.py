@@ -31,14 +31,26 @@ import pytest
 from _crash_child import SCHEDULE, CrashDuel
 
 from plyr_rooms._cli_rooms import add_parser, unsettled_reason
-from plyr_rooms._resume import MONEY_STEPS, ResumeReport, resume
+from plyr_rooms._resume import (
+    MONEY_STEPS,
+    ResumeReport,
+    reconcile_rooms,
+    resume,
+    settle_step,
+)
 from plyr_rooms.client import PlyrClient
-from plyr_rooms.errors import PlyrError
-from plyr_rooms.journal import JournaledRoom, SQLiteJournal
+from plyr_rooms.errors import PlyrError, TaskFailed, TaskLost, TaskTimeout
+from plyr_rooms.journal import (
+    JournaledRoom,
+    MemoryJournal,
+    RoomRecord,
+    SQLiteJournal,
+    StepRecord,
+)
 from plyr_rooms.manager import RoomManager
 from plyr_rooms.poller import TaskPoller
 from plyr_rooms.simulator import Faults, Latency, SimConfig, Simulator
-from plyr_rooms.tasks import TaskMethod, TaskRef
+from plyr_rooms.tasks import TaskMethod, TaskRef, TaskResult, TaskState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -48,6 +60,7 @@ if TYPE_CHECKING:
 CHILD = Path(__file__).with_name("_crash_child.py")
 PAY_METHODS = {TaskMethod.PAY, TaskMethod.JOIN_PAY, TaskMethod.CREATE_JOIN_PAY}
 EARN_METHODS = {TaskMethod.EARN, TaskMethod.EARN_LEAVE, TaskMethod.EARN_LEAVE_END}
+REVERT = "Transaction Receipt Failed"
 ROOMS_PER_RUN = 30
 PLAYERS = 12
 
@@ -370,3 +383,93 @@ async def command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     code: int = await args.handler(args)
     return code
+
+
+class FakePoller:
+    """Answers every wait with one fixed outcome (a result or an error)."""
+
+    def __init__(self, outcome: TaskResult | Exception) -> None:
+        self.outcome = outcome
+        self.waited: list[str] = []
+
+    async def wait(self, ref: TaskRef, *, timeout: float | None = None) -> TaskResult:  # noqa: ASYNC109 - the protocol's deadline
+        self.waited.append(ref.id)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+
+        return self.outcome
+
+
+class FakeChain:
+    """isJoined over a fixed set of joined players."""
+
+    def __init__(self, joined: set[str]) -> None:
+        self.joined = joined
+
+    async def is_joined(self, room_id: str, plyr_id: str) -> bool:
+        return plyr_id in self.joined
+
+
+def failed(message: str | None) -> TaskFailed:
+    return TaskFailed(TaskResult(TaskState.FAILED, "9-0", error_message=message))
+
+
+SUCCESS = TaskResult(
+    TaskState.SUCCESS, "9-0", result={"roomId": "4", "roomAddress": "0xA"}
+)
+
+
+class TestSettleStep:
+    @pytest.mark.parametrize(
+        ("step", "task_id", "outcome", "joined", "expected", "unsettled"),
+        [
+            ("create", "9-0", SUCCESS, set(), "SUCCESS", False),
+            ("pay", "9-0", failed(REVERT), set(), "REVERTED", False),
+            ("pay", "9-0", failed(None), set(), "FAILED", True),
+            ("earn_leave", "9-0", failed(None), set(), "FAILED", True),
+            ("create", "9-0", failed(None), set(), "FAILED", True),
+            ("pay", "9-0", TaskTimeout("9-0", "late"), set(), "UNKNOWN", True),
+            ("end", "9-0", TaskLost("9-0", "gone"), set(), "UNKNOWN", True),
+            ("pay", None, SUCCESS, set(), "UNKNOWN", True),
+            ("create_join_pay", None, SUCCESS, {"a", "b"}, "UNKNOWN", True),
+            ("join", None, SUCCESS, {"a", "b"}, "SUCCESS", False),
+            ("join", None, SUCCESS, {"a"}, "CHECKED", False),
+            ("join", None, SUCCESS, set(), "NOT_APPLIED", False),
+            ("join", "9-0", failed(None), {"a", "b"}, "SUCCESS", False),
+            ("leave", "9-0", TaskTimeout("9-0", "late"), set(), "SUCCESS", False),
+            ("leave", None, SUCCESS, {"b"}, "CHECKED", False),
+        ],
+    )
+    async def test_verdicts(
+        self,
+        step: str,
+        task_id: str | None,
+        outcome: TaskResult | Exception,
+        joined: set[str],
+        expected: str,
+        unsettled: bool,
+    ) -> None:
+        """Money steps are never guessed; join and leave ask isJoined."""
+        record = StepRecord(3, step, {"plyr_ids": ["a", "b"]}, task_id)
+        poller = FakePoller(outcome)
+        verdict = await settle_step(record, "4", FakeChain(joined), poller)
+        assert verdict.outcome == expected
+        assert (verdict.unsettled is not None) is unsettled
+        assert poller.waited == ([task_id] if task_id else [])
+        if unsettled:
+            assert verdict.detail["reason"] == verdict.unsettled
+
+    async def test_reconcile_stops_at_the_first_unsettled_step(self) -> None:
+        journal = MemoryJournal()
+        await journal.room_opened(RoomRecord("k", "tests.CrashDuel", players=["a"]))
+        first = await journal.intend("k", "pay", {"plyr_ids": ["a"]})
+        second = await journal.intend("k", "earn", {"plyr_ids": ["a"]})
+        [entry] = await journal.unfinished()
+        verdicts = await reconcile_rooms(
+            [entry], journal, FakeChain(set()), FakePoller(SUCCESS)
+        )
+        assert [v.seq for v in verdicts["k"]] == [first]
+        [entry] = await journal.unfinished()
+        assert [s.seq for s in entry.pending] == [second]
+        assert entry.steps[0].outcome == "UNKNOWN"
+        assert "never sent again" in entry.steps[0].detail["reason"]  # type: ignore[index]
