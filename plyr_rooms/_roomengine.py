@@ -248,6 +248,8 @@ class RoomEngine:
         self.payouts: tuple[Payment, ...] = ()
         #: Tasks this room submitted.
         self.tasks = 0
+        #: Steps sent again because their task reverted.
+        self.reverted = 0
         self._lock = anyio.Lock()
         self._watchers: TransitionHub | None = None
         self._journaled = False

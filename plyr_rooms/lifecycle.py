@@ -267,7 +267,14 @@ def split_earn(
     unit = Decimal(1).scaleb(-decimals)
     units = int(_MONEY.divide_int(amount, unit))
     fee = Decimal(units * fee_percent // 100).scaleb(-decimals)
-    return _MONEY.subtract(amount, fee), fee
+    return _tidy(_MONEY.subtract(amount, fee)), _tidy(fee)
+
+
+def _tidy(amount: Decimal) -> Decimal:
+    # No trailing zeros, and no exponent either (1E+1 prints badly).
+    plain = amount.normalize(_MONEY)
+    exponent = plain.as_tuple().exponent
+    return plain.quantize(1) if isinstance(exponent, int) and exponent > 0 else plain
 
 
 def _lower(value: str) -> str:

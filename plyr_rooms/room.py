@@ -348,23 +348,23 @@ class GameRoom(RoomEngine):
 
     async def _walk(self, atomic: bool) -> tuple[Payment, ...]:
         if self.state is RoomState.NEW:
-            await self._again(self.create_join_pay if atomic else self.create)
+            await self.retry_reverted(self.create_join_pay if atomic else self.create)
 
         if self.state is RoomState.CREATED:
-            await self._again(self.join)
+            await self.retry_reverted(self.join)
 
         if self.state is RoomState.JOINED:
-            await self._again(self.pay)
+            await self.retry_reverted(self.pay)
 
         if self.state is RoomState.PAID:
-            self.payouts = await self._play()
+            self.payouts = await self.play_game()
             if atomic:
-                await self._again(lambda: self.earn_leave_end(self.payouts))
+                await self.retry_reverted(lambda: self.earn_leave_end(self.payouts))
                 return self.payouts
 
             paying = [p for p in self.payouts if p.amount]
             if paying:
-                await self._again(lambda: self.earn(paying))
+                await self.retry_reverted(lambda: self.earn(paying))
 
         await self._close_out()
         return self.payouts
@@ -402,7 +402,7 @@ class GameRoom(RoomEngine):
         lapsed = [m for m in members if self._jwt(m) is None]
         if live:
             try:
-                await self._again(lambda: self.leave(live))
+                await self.retry_reverted(lambda: self.leave(live))
             except InvalidRequest as refused:
                 # Nothing was sent on chain: the API refused the sessions.
                 logger.debug("room %s: leave refused (%s)", self.key, refused)
@@ -410,17 +410,22 @@ class GameRoom(RoomEngine):
 
         if lapsed:
             zero = [Payment(m, self.token, 0) for m in lapsed]
-            await self._again(lambda: self.earn_leave(zero))
+            await self.retry_reverted(lambda: self.earn_leave(zero))
 
     async def _close_out(self) -> None:
         if self.state in (RoomState.PAID, RoomState.EARNED, RoomState.LEFT):
             await self.leave_all()
 
         if self.state is not RoomState.ENDED:
-            await self._again(self.end)
+            await self.retry_reverted(self.end)
 
-    async def _again(self, step: Callable[[], Awaitable[object]]) -> None:
-        # A revert proves the task did nothing, so the walk may send it again.
+    async def retry_reverted(self, step: Callable[[], Awaitable[object]]) -> None:
+        """Run *step* (a call of a step method), sending it again if it reverted.
+
+        A revert (FAILED with "Transaction Receipt Failed") proves the task did
+        nothing, so sending it again is safe; any other error is raised at once.
+        At most ``walk_retries`` more attempts.
+        """
         for attempt in range(self.walk_retries + 1):
             try:
                 await step()
@@ -430,10 +435,18 @@ class GameRoom(RoomEngine):
                 if not reverted or self.unsettled or attempt == self.walk_retries:
                     raise
 
+                self.reverted += 1
                 logger.debug("room %s: %s reverted, sending again", self.key, failed)
 
-    async def _play(self) -> tuple[Payment, ...]:
-        # play() is a hook: an error, or payouts the book refuses, fail the room.
+    async def play_game(self) -> tuple[Payment, ...]:
+        """Run :meth:`play` as a hook and return its payouts, checked.
+
+        Payouts that would not empty the pot exactly (or take more than it
+        holds) count as a hook failure, like an error raised by play(): the room
+        moves to FAILED, on_failed runs, and the error is raised. For custom
+        flows; :meth:`run` calls it.
+        """
+        self.services.begin()
         try:
             payouts = self._payments(await self.play())
             advance(self.book, Step.EARN_LEAVE_END, (), self._with_everyone(payouts))
@@ -442,7 +455,10 @@ class GameRoom(RoomEngine):
                 await self._fail(Step.EARN, exc)
 
             raise
+        finally:
+            self.services.done()
 
+        self.payouts = payouts
         return payouts
 
     # -- unknown outcomes -------------------------------------------------------------
