@@ -43,6 +43,8 @@ from ._journal_records import (
     _check_room,
     _check_submit,
     check_no_secrets,
+    json_text,
+    scan_json,
 )
 from .errors import InvalidInput
 
@@ -114,7 +116,7 @@ def _migrate(
 
 
 def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json_text(value)
 
 
 @attrs.define(eq=False)
@@ -211,11 +213,10 @@ class SQLiteJournal:
             written the intent; the room must then treat the step as uncertain.
         """
         check_no_secrets(step, where="step name")
-        check_no_secrets(request, where=f"{step} request")
-        record = StepRecord(0, step, request)  # validates that it is plain JSON
+        text = scan_json(json_text(dict(request)), where=f"{step} request")
         self._seq += 1
         seq = self._seq
-        row = (seq, room_key, step, _dumps(record.request), time.time())
+        row = (seq, room_key, step, text, time.time())
         await self._call(lambda c: _insert_step(c, row))
         return seq
 
@@ -232,8 +233,11 @@ class SQLiteJournal:
         detail: Mapping[str, Any] | None = None,
     ) -> None:
         """Record how the step ended (a later call replaces it); durable on return."""
-        check_no_secrets([outcome, detail], where="step outcome")
-        text = None if detail is None else _dumps(StepRecord(0, "", detail).request)
+        check_no_secrets(outcome, where="step outcome")
+        text = None
+        if detail is not None:
+            text = scan_json(json_text(dict(detail)), where="step outcome")
+
         args = (outcome, text, self._tick(), time.time(), step_seq, room_key)
         await self._call(lambda c: _settle_step(c, args))
 

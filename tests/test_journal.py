@@ -471,7 +471,7 @@ async def apply(journal: Journal, model: Model, op: tuple[Any, ...]) -> None:
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(calls=ops)
 async def test_stores_follow_the_model(
     store: str, calls: list[tuple[Any, ...]]
