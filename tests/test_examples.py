@@ -1,4 +1,4 @@
-"""The examples run as ``python examples/NAME.py`` and succeed."""
+"""The examples (``python examples/NAME.py``) and ``plyr-rooms demo`` succeed."""
 
 from __future__ import annotations
 
@@ -10,11 +10,25 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
-#: Each example, small, with lines its summary must print.
+#: Each run, small: its command line and lines its summary must print.
 RUNS = {
-    "dice_duel.py": ([], ["wins", "6 tasks"]),
-    "tournament.py": (["--tables", "3"], ["3/3 tables ended", "conserved: True"]),
-    "game_server.py": (["--players", "4"], ["4/4 players watched"]),
+    "dice_duel.py": ([str(EXAMPLES / "dice_duel.py")], ["wins", "6 tasks"]),
+    "tournament.py": (
+        [str(EXAMPLES / "tournament.py"), "--tables", "3"],
+        ["3/3 tables ended", "conserved: True"],
+    ),
+    "game_server.py": (
+        [str(EXAMPLES / "game_server.py"), "--players", "4"],
+        ["4/4 players watched"],
+    ),
+    "demo": (
+        ["-m", "plyr_rooms", "demo", "--rooms", "8"],
+        ["8/8 rooms ended", "ledger conserved: yes"],
+    ),
+    "demo-chaos": (
+        ["-m", "plyr_rooms", "demo", "--rooms", "12", "--faults", "chaos"],
+        ["12/12 rooms ended", "ledger conserved: yes"],
+    ),
 }
 
 
@@ -23,7 +37,7 @@ def outputs() -> dict[str, subprocess.CompletedProcess[str]]:
     # The three run side by side: each mostly waits on its simulated tasks.
     started = {
         name: subprocess.Popen(
-            [sys.executable, str(EXAMPLES / name), *args],
+            [sys.executable, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
