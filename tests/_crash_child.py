@@ -2,7 +2,8 @@
 
 Run by tests/test_resume.py as ``python tests/_crash_child.py CONFIG.json``. The
 config names the simulator (URL and credentials), the players (plyr id and
-session JWT), the journal file, how many rooms to run and where to die: at the
+session JWT), the journal file, how many rooms to run (or ``resume``: take back
+the journal's rooms instead, as a restarted server would) and where to die: at the
 Nth call of one journal method (before or after its write is durable), or in
 the Nth hook. Dying is ``os.kill(os.getpid(), SIGKILL)``: no cleanup, no flush,
 exactly what a crashed or OOM-killed server leaves behind.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from plyr_rooms._resume import resume
 from plyr_rooms._schedule import PollSchedule
 from plyr_rooms.client import PlyrClient
 from plyr_rooms.journal import SQLiteJournal
@@ -184,6 +186,11 @@ async def main(config: dict[str, Any]) -> None:
         ) as manager,
         anyio.create_task_group() as tg,
     ):
+        if config.get("resume"):
+            # A server restarted after a crash, dying again while it resumes.
+            await resume(manager, players=players, task_wait=10.0)
+            return
+
         for _ in range(config["rooms"]):
             pair = rng.sample(players, 2)
             atomic = rng.random() < config.get("atomic_share", 0.5)

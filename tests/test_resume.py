@@ -119,9 +119,15 @@ def manager_on(
 
 
 async def run_child(
-    sim: Simulator, players: list[SimPlayer], journal: Path, kill: dict[str, Any]
+    sim: Simulator,
+    players: list[SimPlayer],
+    journal: Path,
+    kill: dict[str, Any],
+    *,
+    resume: bool = False,
 ) -> int:
     config = {
+        "resume": resume,
         "url": sim.url,
         "api_key": sim.api_key,
         "api_secret": sim.api_secret,
@@ -131,7 +137,7 @@ async def run_child(
         "seed": kill.get("n", 0),
         "kill": kill,
     }
-    path = journal.with_suffix(".json")
+    path = journal.with_suffix(".resume.json" if resume else ".json")
     await anyio.Path(path).write_text(json.dumps(config))
     with anyio.fail_after(90):
         done = await anyio.run_process(
@@ -247,6 +253,37 @@ async def test_killed_server_resumes_without_paying_twice(
     data = await anyio.Path(journal).read_bytes()
     for player in players:
         assert player.session_jwt.encode() not in data
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("submitted", "after", 45), ("settled", "after", 5)),
+        (("hook", "before", 70), ("room_updated", "before", 3)),
+    ],
+)
+async def test_killed_again_while_resuming(
+    sim: Simulator,
+    tmp_path: Path,
+    first: tuple[str, str, int],
+    second: tuple[str, str, int],
+) -> None:
+    """A server that dies while resuming is resumed again: still nothing twice."""
+    players = await sim.add_players(PLAYERS, balance=1000, allowance=1000)
+    before = sim.ledger().total("plyr")
+    journal = tmp_path / "journal.sqlite3"
+    kill = dict(zip(("kind", "when", "n"), first, strict=True))
+    assert await run_child(sim, players, journal, kill) == -signal.SIGKILL
+    kill = dict(zip(("kind", "when", "n"), second, strict=True))
+    code = await run_child(sim, players, journal, kill, resume=True)
+    assert code == -signal.SIGKILL, f"the resuming child was not killed ({code})"
+
+    report, everything = await resume_from(sim, players, journal)
+    ledger = await settled_ledger(sim)
+    twice = {k: n for k, n in (await money_tasks(sim, ledger)).items() if n > 1}
+    assert not twice, f"submitted more than once: {twice}"
+    check_resumed(report, everything, ledger)
+    assert ledger.total("plyr") == before
 
 
 async def test_failed_but_executed_is_left_unsettled_not_paid_again(
