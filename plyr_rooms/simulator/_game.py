@@ -78,7 +78,9 @@ class GameRoutes:
         worker = self.state.worker
         task = worker.submit(method.value, _clean(params))
         if not js_truthy(field(ctx.body, "sync")):
-            return json_answer(200, {"task": {"id": task.id, "status": "PENDING"}})
+            # Task ids are plain ASCII digits and a dash: no escaping needed.
+            reply = f'{{"task":{{"id":"{task.id}","status":"PENDING"}}}}'
+            return raw_json_answer(200, reply.encode())
 
         status, body = await worker.sync_answer(task)
         return raw_json_answer(status, body)

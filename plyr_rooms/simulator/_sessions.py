@@ -32,7 +32,7 @@ class User:
     mirror_address: str
     # game id -> the nonce a JWT must reach / the deadline in unix ms
     nonce: dict[str, int] = attrs.Factory(dict)
-    deadline: dict[str, int] = attrs.Factory(dict)
+    deadline: dict[str, float] = attrs.Factory(dict)
 
 
 @attrs.frozen
@@ -91,7 +91,10 @@ class Sessions:
             "iat": issued,
             "exp": issued + expires_in,
         }
-        return jwt.encode(payload, self._key, algorithm="ES256")
+        token = jwt.encode(payload, self._key, algorithm="ES256")
+        # We just signed it: no need to verify our own signature on first use.
+        self._remember(token, payload)
+        return token
 
     def expire(self, plyr_id: str, game_id: str) -> None:
         """Make the user's session deadline for *game_id* lapse (the JWT stays)."""
@@ -130,7 +133,8 @@ class Sessions:
         if not isinstance(nonce, int | float) or nonce < user.nonce.get(game, 0):
             return "JWT nonce is expired"
 
-        if user.deadline.get(game, 0) < now * 1000:
+        # A NaN deadline (a login with expiresIn "1h") fails this test too.
+        if not user.deadline.get(game, 0) >= now * 1000:
             return "JWT deadline is expired"
 
         return None
@@ -165,8 +169,11 @@ class Sessions:
         except jwt.InvalidTokenError:
             payload = None
 
+        self._remember(token, payload)
+        return payload
+
+    def _remember(self, token: str, payload: dict[str, Any] | None) -> None:
         if len(self._verified) >= _CACHE_LIMIT:
             self._verified.clear()
 
         self._verified[token] = payload
-        return payload
