@@ -310,10 +310,12 @@ class TestTasks:
 
     async def test_status_shapes(self, api: Probe, sim: Simulator) -> None:
         """Row: status endpoint shapes, key order, bare PENDING / NOT_FOUND, 500."""
-        submitted = await api.post("/game/create", {})
-        pending = await api.get(f"/task/status/{submitted.task_id}")
-        assert pending.text == '{"status":"PENDING"}'
+        async with Simulator(latency=Latency.fixed(60)) as slow, Probe(slow) as probe:
+            waiting = await probe.post("/game/create", {})
+            pending = await probe.get(f"/task/status/{waiting.task_id}")
+            assert pending.text == '{"status":"PENDING"}'
 
+        submitted = await api.post("/game/create", {})
         done = await api.settle(submitted.task_id)
         keys = ["taskId", "taskData", "status", "hash", "errorMessage", "completedAt"]
         assert list(done.data) == keys

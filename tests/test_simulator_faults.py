@@ -97,7 +97,7 @@ async def test_stuck_sync_call_times_out() -> None:
 
 
 async def test_not_found_window() -> None:
-    faults = Faults(not_found_window=0.05)
+    faults = Faults(not_found_window=0.5)
     async with Simulator(config(faults)) as sim, Probe(sim) as api:
         submitted = await api.post("/game/create", {})
         early = await api.get(f"/task/status/{submitted.task_id}")

@@ -29,6 +29,7 @@ from plyr_rooms.simulator._snapshot import RoomSnapshot as RoomSnapshot
 from plyr_rooms.simulator._snapshot import SimCounters as SimCounters
 from plyr_rooms.simulator._snapshot import TaskRecord as TaskRecord
 from plyr_rooms.simulator._state import SimState
+from plyr_rooms.simulator._users import totp
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -181,6 +182,15 @@ class Simulator:
             self.state.chain.allowances[key] = Approval(
                 value, _APPROVAL_SECONDS, time.time()
             )
+
+    def otp(self, plyr_id: str, *, step: int = 0) -> str:
+        """Return *plyr_id*'s current two-factor code (for login and approve).
+
+        A code works once per five minutes; *step* = 1 gives the next 30 s
+        step's code, which the server also accepts.
+        """
+        user = self.state.sessions.users[plyr_id.lower()]
+        return totp(user.otp_secret, time.time(), step)
 
     def ledger(self) -> LedgerSnapshot:
         """Return a frozen snapshot of balances, rooms, fees and counters."""

@@ -27,6 +27,7 @@ from plyr_rooms.simulator._http import (
     raw_json_answer,
     text_answer,
 )
+from plyr_rooms.simulator._users import UserRoutes
 
 if TYPE_CHECKING:
     from plyr_rooms.simulator._state import SimState
@@ -45,6 +46,7 @@ class App:
         self.state = state
         self.router = Router()
         GameRoutes(state).register(self.router)
+        UserRoutes(state).register(self.router)
         add = self.router.add
         add("GET", "/api", self.welcome, role=None)
         add("GET", "/api/now", self.now, role="user")

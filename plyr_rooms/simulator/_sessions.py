@@ -9,6 +9,7 @@ nonce, deadline and ``exp`` are still checked on every use.
 from __future__ import annotations
 
 import base64
+import secrets
 import time
 from typing import Any
 
@@ -33,6 +34,10 @@ class User:
     # game id -> the nonce a JWT must reach / the deadline in unix ms
     nonce: dict[str, int] = attrs.Factory(dict)
     deadline: dict[str, float] = attrs.Factory(dict)
+    # two-factor state: the TOTP secret, consecutive failures, lock end (unix s)
+    otp_secret: bytes = b""
+    failures: int = 0
+    locked_until: float = 0.0
 
 
 @attrs.frozen
@@ -66,21 +71,37 @@ class Sessions:
     def add_user(self, plyr_id: str, primary_address: str, mirror_address: str) -> User:
         """Register a user (plyr ids are lower-case)."""
         user = User(plyr_id, primary_address, mirror_address)
+        user.otp_secret = secrets.token_bytes(20)
         self.users[plyr_id] = user
         return user
 
     def login(
-        self, plyr_id: str, game_id: str, *, expires_in: int = DEFAULT_SESSION_SECONDS
+        self,
+        plyr_id: str,
+        game_id: str,
+        *,
+        expires_in: int = DEFAULT_SESSION_SECONDS,
+        deadline_ms: float | None = None,
     ) -> str:
         """Log *plyr_id* in to *game_id* and return the new session JWT.
 
         Every earlier JWT of the same user and game stops working.
+
+        Args:
+            plyr_id: the user.
+            game_id: the game, exactly as the login named it.
+            expires_in: the JWT's lifetime in seconds.
+            deadline_ms: the server-side deadline when it differs from the JWT's
+                (``expiresIn`` quirks); by default now + *expires_in*.
         """
         user = self.users[plyr_id]
         now = time.time()
         nonce = user.nonce.get(game_id, 0) + 1
         user.nonce[game_id] = nonce
-        user.deadline[game_id] = int(now * 1000) + expires_in * 1000
+        if deadline_ms is None:
+            deadline_ms = int(now * 1000) + expires_in * 1000
+
+        user.deadline[game_id] = deadline_ms
         issued = int(now)
         payload = {
             "plyrId": plyr_id,
@@ -95,6 +116,10 @@ class Sessions:
         # We just signed it: no need to verify our own signature on first use.
         self._remember(token, payload)
         return token
+
+    def payload(self, token: object) -> dict[str, Any] | None:
+        """Return the verified, unexpired payload of *token*, or None."""
+        return self._payload(token, time.time())
 
     def expire(self, plyr_id: str, game_id: str) -> None:
         """Make the user's session deadline for *game_id* lapse (the JWT stays)."""
