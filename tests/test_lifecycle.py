@@ -253,7 +253,11 @@ class RoomMachine(RuleBasedStateMachine):
     def open_room(self, entries: list[Payment]) -> None:
         assert self._try(Step.CREATE_JOIN_PAY, [], entries)
 
-    @precondition(lambda self: bool(self.book.members()))
+    @precondition(
+        lambda self: (
+            bool(self.book.members()) and self.book.state is not RoomState.ENDED
+        )
+    )
     @rule(data=st.data())
     def members_pay(self, data: st.DataObject) -> None:
         entries = data.draw(sts.payments(self.book.members()))
