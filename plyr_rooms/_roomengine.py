@@ -6,6 +6,7 @@ makes to the journal is in the section "the journal" of :class:`RoomEngine`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import uuid
@@ -41,7 +42,7 @@ from .lifecycle import (
 from .tasks import AlreadyJoined, TaskRef, TaskResult
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from .client import PlyrClient
     from .journal import Journal, RoomRecord
@@ -105,7 +106,7 @@ class RoomServices:
     submit_retries: int = 3
     rate_limit_patience: float = 60.0
     hub: TransitionHub = attrs.field(factory=TransitionHub)
-    # Steps and hooks running now, across all rooms; drain waits for zero.
+    # Walks and steps (with their hooks) running now; drain waits for zero.
     busy: int = 0
     _idle: anyio.Event | None = None
 
@@ -251,6 +252,9 @@ class RoomEngine:
         #: Steps sent again because their task reverted.
         self.reverted = 0
         self._lock = anyio.Lock()
+        # The task holding the lock: a hook (which runs under it) may call
+        # another step of its own room, which then runs at once.
+        self._holder: object = None
         self._watchers: TransitionHub | None = None
         self._journaled = False
         #: The journal sequence number of the last step applied to the book.
@@ -298,6 +302,23 @@ class RoomEngine:
 
     # -- the step machinery ---------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        # The room's FIFO lock, re-entrant for the task that holds it. anyio's
+        # Lock serves waiters in order and is released when a holder is
+        # cancelled, so a cancelled step cannot wedge the room.
+        task = anyio.get_current_task().id
+        if self._holder == task:
+            yield
+            return
+
+        async with self._lock:
+            self._holder = task
+            try:
+                yield
+            finally:
+                self._holder = None
+
     async def _step(
         self,
         step: Step,
@@ -309,7 +330,7 @@ class RoomEngine:
         # *args* gives the step's players and entries; it runs under the lock so
         # that defaults ("everyone in the room") see the steps queued before.
         services = self.services
-        async with self._lock:
+        async with self._exclusive():
             if self.unsettled is not None:
                 raise InvalidTransition(self.state, step, (), "unsettled")
 

@@ -77,9 +77,13 @@ class GameRoom(RoomEngine):
     with reason ``"unsettled"`` until :meth:`reconcile` or :meth:`resolve` settles
     it. Nothing is ever sent again on its own.
 
-    Hooks run in the step's own task once the outcome is journaled. A hook that
-    raises moves the room to FAILED, calls :meth:`on_failed` and re-raises; a
-    FAILED room can still pay players back and end (see :meth:`refund`).
+    Hooks run in the step's own task once the outcome is journaled, still
+    holding the room: a hook may call the room's next step directly (it runs at
+    once), but must not wait for a step of its room running in another task. A
+    hook that raises moves the room to FAILED, calls :meth:`on_failed` and
+    re-raises; a FAILED room can still pay players back and end (see
+    :meth:`refund`). A composite step runs the hooks of its parts in order
+    (create-join-pay: on_created, on_joined, on_paid), with one transition.
 
     Class attributes a subclass may set:
         room_name: the registry name resume uses (default: module + class name).
@@ -451,7 +455,7 @@ class GameRoom(RoomEngine):
             payouts = self._payments(await self.play())
             advance(self.book, Step.EARN_LEAVE_END, (), self._with_everyone(payouts))
         except Exception as exc:
-            async with self._lock:
+            async with self._exclusive():
                 await self._fail(Step.EARN, exc)
 
             raise
@@ -476,7 +480,7 @@ class GameRoom(RoomEngine):
             dropped); False if the evidence is still not conclusive (see
             :meth:`resolve`).
         """
-        async with self._lock:
+        async with self._exclusive():
             gone = self.unsettled
             if gone is None:
                 return True
@@ -495,7 +499,7 @@ class GameRoom(RoomEngine):
         Raises:
             InvalidTransition: if the room is not unsettled.
         """
-        async with self._lock:
+        async with self._exclusive():
             gone = self.unsettled
             if gone is None:
                 raise InvalidTransition(self.state, None, (), "nothing is unsettled")

@@ -180,6 +180,26 @@ class TestWalks:
         assert room.room_id is not None
         assert ledger.rooms[room.room_id].joined == frozenset()
 
+    async def test_hooks_may_drive_the_next_step(self) -> None:
+        """A hook calling a step of its own room runs it at once (no deadlock)."""
+
+        class Chained(Duel):
+            room_name = "tests.Chained"
+
+            async def on_created(self, transition: Transition) -> None:
+                await self.join_pay()
+
+            async def on_paid(self, transition: Transition) -> None:
+                await self.earn_leave_end(await self.play_game())
+
+        async with running() as (sim, manager):
+            room = manager.open(Chained, await sim.add_players(2))
+            with anyio.fail_after(10):
+                await room.create()
+
+        assert state_of(room) is RoomState.ENDED
+        assert room.tasks == 3
+
     async def test_refused_player_is_never_sent(self) -> None:
         """on_join_request refuses a player before anything is sent."""
 
