@@ -11,6 +11,7 @@ exactly what a crashed or OOM-killed server leaves behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import anyio.lowlevel
 from plyr_rooms._resume import resume
 from plyr_rooms._schedule import PollSchedule
 from plyr_rooms.client import PlyrClient
+from plyr_rooms.errors import PlyrError
 from plyr_rooms.journal import SQLiteJournal
 from plyr_rooms.lifecycle import Player
 from plyr_rooms.manager import RoomManager
@@ -181,7 +183,7 @@ async def main(config: dict[str, Any]) -> None:
         RoomManager(
             client,
             journal=KillingJournal(store),
-            task_timeout=10.0,
+            task_timeout=30.0,
             poller_options={"schedule": SCHEDULE, "requests_per_second": 5000.0},
         ) as manager,
         anyio.create_task_group() as tg,
@@ -198,7 +200,10 @@ async def main(config: dict[str, Any]) -> None:
 
 
 async def _walk(manager: RoomManager, players: list[Player], atomic: bool) -> None:
-    await manager.run(CrashDuel, players, atomic=atomic)
+    # One room's trouble (a slow task on a loaded machine, say) must not end
+    # the server: the room stays in the journal as it is, for resume.
+    with contextlib.suppress(PlyrError):
+        await manager.run(CrashDuel, players, atomic=atomic)
 
 
 if __name__ == "__main__":
