@@ -32,7 +32,8 @@ _finished: set[str] = set()
 
 
 def _progress(strategy: str, ended: int, failed: int, total: int) -> None:
-    if strategy in _finished:
+    finished = ended + failed >= total
+    if strategy in _finished or (not finished and not sys.stderr.isatty()):
         return
 
     sys.stderr.write(

@@ -31,6 +31,7 @@ def tiny(**overrides: Any) -> BenchConfig:
         "sync_interval": 0.01,
         "step_timeout": 30.0,
         "cpu_requests": 40,
+        "poll_schedule": {"first_delay": 0.02, "interval": 0.02, "max_interval": 0.1},
     }
     settings.update(overrides)
     return BenchConfig(**settings)
@@ -62,6 +63,25 @@ class TestHarness:
         assert sync["status_requests_client"] == 0
         assert report["ratios_vs_naive"]["naive"]["status_per_task"] == 1.0
         assert report["cpu_per_request"]["requests_per_side"] == 40
+
+    async def test_plyr_rooms_strategies_add_up(self) -> None:
+        """The poller and room strategies walk every room with fewer requests."""
+        strategies = ("shared-tasks", "shared", "atomic")
+        report = await run_bench(tiny(strategies=strategies, cpu_requests=0))
+
+        for name, summary in report["strategies"].items():
+            check_counts(name, summary)
+            assert summary["status_requests"] >= summary["tasks"]
+
+        assert report["strategies"]["atomic"]["tasks"] == ROOMS * 2
+
+    async def test_journal_costs_nothing_in_counts(self) -> None:
+        """With a SQLite journal the rooms still end and the counts still add up."""
+        report = await run_bench(
+            tiny(strategies=("shared",), journal="sqlite", cpu_requests=0)
+        )
+
+        check_counts("shared", report["strategies"]["shared"])
 
     async def test_in_process_run_and_table(self) -> None:
         """Clients may run in the driver's process; the table names each strategy."""

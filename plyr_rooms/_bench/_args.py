@@ -47,6 +47,24 @@ def _workers(text: str) -> int | None:
     return int(text)
 
 
+def _schedule(text: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, raw = item.partition("=")
+        value: Any
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"bad value in {item!r}") from None
+
+        fields[name.strip()] = value
+
+    return fields
+
+
 def add_arguments(parser: argparse.ArgumentParser, *, rooms: int = 100) -> None:
     """Register the workload, strategy and output options on *parser*."""
     work = parser.add_argument_group("workload")
@@ -84,6 +102,25 @@ def add_arguments(parser: argparse.ArgumentParser, *, rooms: int = 100) -> None:
         help=f"comma-separated, from {', '.join(STRATEGIES)}",
     )
     run.add_argument("--naive-interval", type=float, default=1.0, metavar="SECONDS")
+    run.add_argument(
+        "--poller-rps",
+        type=float,
+        metavar="N",
+        help="the shared poller's request-rate budget (default: the library's)",
+    )
+    run.add_argument(
+        "--poller-concurrency",
+        type=int,
+        metavar="N",
+        help="the shared poller's concurrency cap (default: the library's)",
+    )
+    run.add_argument(
+        "--poll-schedule",
+        type=_schedule,
+        default={},
+        metavar="NAME=VALUE,...",
+        help="PollSchedule fields to change, e.g. first_delay=0.5,ordered=false",
+    )
     run.add_argument("--step-timeout", type=float, default=180.0, metavar="SECONDS")
     run.add_argument(
         "--cpu-requests",
@@ -126,6 +163,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         cpu_requests=args.cpu_requests,
         isolate=not args.in_process,
         profile_dir=args.profile,
+        poller_rps=args.poller_rps,
+        poller_concurrency=args.poller_concurrency,
+        poll_schedule=args.poll_schedule,
     )
 
 

@@ -126,6 +126,10 @@ class BenchConfig:
         profile_dir: write a cProfile of each client process there.
         connection_limit: the client's connection pool size; None sizes it per
             strategy (one connection per room for ``sync``, else 100).
+        poller_rps: the shared poller's request-rate budget (None: its default).
+        poller_concurrency: the shared poller's concurrency cap (None: default).
+        poll_schedule: :class:`~plyr_rooms.poller.PollSchedule` fields to change
+            (tests shorten ``first_delay`` and ``interval``); empty: its defaults.
     """
 
     rooms: int = attrs.field(default=100, validator=_positive)
@@ -148,6 +152,25 @@ class BenchConfig:
     isolate: bool = True
     profile_dir: str | None = None
     connection_limit: int | None = None
+    poller_rps: float | None = None
+    poller_concurrency: int | None = None
+    poll_schedule: dict[str, Any] = attrs.Factory(dict)
+
+    def poller_options(self) -> dict[str, Any]:
+        """Return the keyword arguments of the shared poller this run asks for."""
+        from ..poller import PollSchedule
+
+        options: dict[str, Any] = {}
+        if self.poller_rps is not None:
+            options["requests_per_second"] = self.poller_rps
+
+        if self.poller_concurrency is not None:
+            options["max_concurrency"] = self.poller_concurrency
+
+        if self.poll_schedule:
+            options["schedule"] = PollSchedule(**self.poll_schedule)
+
+        return options
 
     def __attrs_post_init__(self) -> None:
         if self.journal not in (None, "memory", "sqlite"):

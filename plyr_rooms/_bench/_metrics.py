@@ -106,6 +106,8 @@ def summarize(
         "rooms_per_s": job["rooms_ended"] / wall if wall > 0 else None,
         "client_cpu_s": job["cpu"],
         "client_cpu_ms_per_room": job["cpu"] / config.rooms * 1000,
+        "client_cpu_user_s": job.get("cpu_user"),
+        "client_cpu_sys_s": job.get("cpu_sys"),
         "client_requests": client_requests,
         "client_cpu_us_per_request": (
             job["cpu"] / client_requests * 1e6 if client_requests else None
@@ -172,16 +174,30 @@ _ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("step latency p50 (s)", lambda s: _num(s["step_latency_s"]["p50"], 2)),
     ("step latency p99 (s)", lambda s: _num(s["step_latency_s"]["p99"], 2)),
     ("client CPU / room (ms)", lambda s: _num(s["client_cpu_ms_per_room"], 2)),
+    ("  of which user / sys (s)", lambda s: _split(s)),
     ("client CPU / request (us)", lambda s: _num(s["client_cpu_us_per_request"], 0)),
     ("peak client RSS (MB)", lambda s: _num(s["peak_rss_mb"], 0)),
     ("simulator CPU (s)", lambda s: _num(s["sim_cpu_s"], 1)),
     ("429s", lambda s: str(s["rate_limited"])),
+    ("load average before / after", lambda s: _load(s.get("load_average"))),
     ("errors", lambda s: _errors(s["errors"])),
 )
 
 
 def _num(value: float | None, places: int) -> str:
     return "-" if value is None else f"{value:,.{places}f}"
+
+
+def _load(pair: list[float] | None) -> str:
+    return "-" if not pair else f"{pair[0]:.1f} / {pair[1]:.1f}"
+
+
+def _split(summary: dict[str, Any]) -> str:
+    user, system = summary.get("client_cpu_user_s"), summary.get("client_cpu_sys_s")
+    if user is None or system is None:
+        return "-"
+
+    return f"{user:.1f} / {system:.1f}"
 
 
 def _ms(value: float | None) -> str:
