@@ -658,6 +658,11 @@ class GameRoom(RoomEngine):
             self.room_address = detail.get("roomAddress", self.room_address)
 
         if ids or payments or Step.JOIN not in step.parts:
-            self.book = advance(self.book, step, ids, payments)
+            try:
+                self.book = advance(self.book, step, ids, payments)
+            except InvalidTransition as refused:
+                why = f"the journal's {step.value} does not fit the book: {refused}"
+                self.unsettled = Unsettled(step, why, record.task_id, ids, payments)
+                return
 
         self.applied_seq = record.seq
