@@ -227,3 +227,38 @@ async def test_approve_checks(api: Probe, sim: Simulator, player: SimPlayer) -> 
         body["otp"] = sim.otp(player.plyr_id)
         answer = await api.post("/game/approve", body)
         assert (answer.status, answer.data) == (401, {"error": error}), change
+
+
+async def test_instant_play_pass(api: Probe, sim: Simulator) -> None:
+    """Row: IPP starts at nonce 1 with a 30-year deadline; no 2FA, no logout."""
+    answer = await api.post("/instantPlayPass/register", {"tokens": ["plyr"]})
+    assert answer.status == 200, answer.text
+    data = answer.data
+    assert (data["isIPP"], data["ippClaimed"], data["gameId"]) == (
+        True,
+        False,
+        "sim-game",
+    )
+    claims = jwt.decode(data["sessionJwt"], options={"verify_signature": False})
+    assert claims["nonce"] == 1
+    plyr_id = data["plyrId"]
+    deadline = sim.state.sessions.users[plyr_id].deadline["sim-game"]
+    assert deadline > (claims["iat"] + 29 * 365 * 86_400) * 1000
+    assert sim.ledger().allowances[plyr_id] == {"plyr": Decimal(100_000_000)}
+
+    joined = await api.post(
+        "/game/join", {"roomId": "1", "sessionJwts": [data["sessionJwt"]]}
+    )
+    assert joined.status == 200
+    login = await api.post("/user/login", {"plyrId": plyr_id, "otp": "000000"})
+    assert (login.status, login.data["error"]) == (
+        403,
+        "User is instant play pass, can not use 2fa to login",
+    )
+    logout = await api.post("/user/logout", {"sessionJwt": data["sessionJwt"]})
+    assert logout.data == {"error": "Instant Play Pass user cannot logout"}
+
+    before = len(sim.state.sessions.users)
+    broken = await api.post("/instantPlayPass/register", {})
+    assert broken.status == 500
+    assert len(sim.state.sessions.users) == before + 1

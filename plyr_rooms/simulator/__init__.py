@@ -196,6 +196,10 @@ class Simulator:
         """Return a frozen snapshot of balances, rooms, fees and counters."""
         return self.state.snapshot()
 
+    def counters(self) -> SimCounters:
+        """Return only the request and task counters (cheaper than :meth:`ledger`)."""
+        return self.state.counters()
+
     def expire_session(self, plyr_id: str) -> None:
         """Make *plyr_id*'s session deadline lapse: its JWT is refused from now on."""
         self.state.sessions.expire(plyr_id.lower(), self.game_id)

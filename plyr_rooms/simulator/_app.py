@@ -27,6 +27,7 @@ from plyr_rooms.simulator._http import (
     raw_json_answer,
     text_answer,
 )
+from plyr_rooms.simulator._ipp import IppRoutes
 from plyr_rooms.simulator._users import UserRoutes
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class App:
         self.router = Router()
         GameRoutes(state).register(self.router)
         UserRoutes(state).register(self.router)
+        IppRoutes(state).register(self.router)
         add = self.router.add
         add("GET", "/api", self.welcome, role=None)
         add("GET", "/api/now", self.now, role="user")

@@ -38,6 +38,7 @@ class User:
     otp_secret: bytes = b""
     failures: int = 0
     locked_until: float = 0.0
+    is_ipp: bool = False  # an Instant-Play-Pass guest: no 2FA, no logout
 
 
 @attrs.frozen

@@ -104,6 +104,9 @@ class UserRoutes:
         if user is None:
             raise refuse(404, "User not found")
 
+        if user.is_ipp:
+            raise refuse(403, "User is instant play pass, can not use 2fa to login")
+
         if now < user.locked_until:
             raise refuse(403, "User is temporary locked")
 
@@ -157,6 +160,9 @@ class UserRoutes:
     async def logout(self, ctx: Ctx) -> web.Response:
         """``POST /api/user/logout``: every JWT of the user for this game dies."""
         payload, user = self._session(ctx)
+        if user.is_ipp:
+            raise refuse(401, "Instant Play Pass user cannot logout")
+
         assert ctx.api_key is not None
         game = ctx.api_key.plyr_id
         if not payload.get("nonce", 0) >= user.nonce.get(game, 0):
@@ -176,7 +182,7 @@ class UserRoutes:
         if not payload.get("nonce", 0) >= user.nonce.get(ctx.api_key.plyr_id, 0):
             raise refuse(401, "JWT nonce is expired")
 
-        extra = {"avatar": AVATAR, "ippClaimed": False, "isIPP": False}
+        extra = {"avatar": AVATAR, "ippClaimed": False, "isIPP": user.is_ipp}
         return json_answer(200, {"success": True, "payload": {**payload, **extra}})
 
     async def approve(self, ctx: Ctx) -> web.Response:
