@@ -8,7 +8,6 @@ test names the checklist row it covers.
 from __future__ import annotations
 
 import base64
-import json
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ import pytest
 from plyr_rooms.signing import canonical_json, sign_text
 from plyr_rooms.simulator import Latency, SimConfig, SimPlayer, Simulator
 from plyr_rooms.simulator._eth import is_address
+from plyr_rooms.simulator._http import parse_body
 from plyr_rooms.simulator._probe import Answer, Probe
 
 if TYPE_CHECKING:
@@ -747,9 +747,29 @@ class TestRooms:
         assert (answer.status, answer.data) == (401, {"error": "Invalid tokenName"})
 
 
-def test_probe_signs_like_the_reference_vectors() -> None:
-    """The helper's signing matches the reference's GET vector (2.7)."""
-    secret = "0123456789abcdef" * 4
-    expected = "00ad48c27e319600e7070d6616f6c8ee5ed0c56038be6792c8e035bbea96d26a"
-    assert sign_text(secret, "1700000000000", "{}") == expected
-    assert json.loads(canonical_json({"a": 1.0})) == {"a": 1}
+SECRET_27 = "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(
+    ("text", "signature"),
+    [
+        ("", "00ad48c27e319600e7070d6616f6c8ee5ed0c56038be6792c8e035bbea96d26a"),
+        (
+            '{"roomId":"7","sessionJwts":["eyJ.a.b"],"tokens":["plyr"],'
+            '"amounts":[1.0],"sync":false}',
+            "90a49b0ea19c453702aed41203682a171dca2eddbe8366947891b7938007a666",
+        ),
+        (
+            '{"plyrIds":["caf\\u00e9-01"],"note":"a\\u2028b",'
+            '"amounts":[1e21, 0.0000001, -0.0]}',
+            "273d921f4894da6b6fa0e64b38250f326aa12e84d239d1f40c99b2483d1df09b",
+        ),
+    ],
+)
+def test_server_side_signing_matches_the_reference_vectors(
+    text: str, signature: str
+) -> None:
+    """Row: HMAC vectors of 2.7, through the simulator's own parse and serialise."""
+    body = parse_body("application/json", text.encode())
+    expected = sign_text(SECRET_27, "1700000000000", canonical_json(body))
+    assert expected == signature

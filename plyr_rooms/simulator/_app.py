@@ -109,6 +109,10 @@ class App:
             return refusal.response
         except JsError as error:
             return error.answer()
+        except Exception as exc:
+            # A simulator bug: answer like Koa's global handler, keep serving.
+            logger.exception("simulator failed on %s %s", request.method, request.path)
+            return JsError(f"{type(exc).__name__}: {exc}", stack=True).answer()
 
     def _trouble(self, request: web.BaseRequest) -> web.StreamResponse | None:
         faults = self.state.faults
