@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 import pytest
 
 from plyr_rooms._schedule import PollSchedule
@@ -272,3 +273,58 @@ class TestJournal:
         assert ledger.tasks_by_method.get("earnLeaveEndGameRoom") == 1
         assert ledger.total("plyr") == 400
         assert await journal.unfinished() == []
+
+
+class Broken(Coin):
+    """Its game raises once the players paid."""
+
+    room_name = "tests.Broken"
+
+    async def play(self) -> Mapping[str, Decimal]:
+        raise RuntimeError("the table caught fire")
+
+
+class TestResumeStates:
+    async def test_resume_winds_up_rooms_wherever_they_stopped(self) -> None:
+        """Created, joined and failed rooms are closed out; unknown classes stay."""
+        journal = MemoryJournal()
+        async with simulator() as sim:
+            players = await sim.add_players(8, balance=100)
+            async with managing(sim, journal=journal) as first:
+                created = first.open(Coin, players[:2])
+                await created.create()
+                joined = first.open(Coin, players[2:4])
+                await joined.create()
+                await joined.join()
+                failed = first.open(Broken, players[4:6])
+                with pytest.raises(RuntimeError):
+                    await failed.run()
+
+                unknown = first.open(Coin, players[6:], key="unknown-class-room")
+                await unknown.create()
+
+            registry = {"tests.Coin": Coin, "tests.Broken": Broken}
+            journal_rooms = await journal.unfinished()
+            for entry in journal_rooms:
+                if entry.room.key == unknown.key:
+                    await journal.room_updated(
+                        attrs.evolve(entry.room, class_name="tests.Gone")
+                    )
+
+            async with managing(sim, journal=journal) as second:
+                second.registry = registry
+                rooms = await second.resume()
+                left = second.stats
+
+            ledger = sim.ledger()
+
+        by_key = {room.key: room for room in rooms}
+        assert set(by_key) == {created.key, joined.key, failed.key}
+        assert all(room.state is RoomState.ENDED for room in rooms)
+        assert left.ended == 3
+        net, _ = split_earn(Decimal(5))
+        for p in players[4:6]:
+            assert ledger.balances[p.plyr_id]["plyr"] == 95 + net
+
+        [rest] = await journal.unfinished()
+        assert rest.room.key == unknown.key
