@@ -251,7 +251,7 @@ class RoomEngine:
         self.tasks = 0
         #: Steps sent again because their task reverted.
         self.reverted = 0
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)
         # The task holding the lock: a hook (which runs under it) may call
         # another step of its own room, which then runs at once.
         self._holder: object = None
@@ -306,7 +306,8 @@ class RoomEngine:
     async def _exclusive(self) -> AsyncIterator[None]:
         # The room's FIFO lock, re-entrant for the task that holds it. anyio's
         # Lock serves waiters in order and is released when a holder is
-        # cancelled, so a cancelled step cannot wedge the room.
+        # cancelled, so a cancelled step cannot wedge the room; fast_acquire
+        # skips the scheduling round trip when the room is free.
         task = anyio.get_current_task().id
         if self._holder == task:
             yield
