@@ -8,6 +8,7 @@ Latency and faults are seeded and configured through :class:`SimConfig`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -157,7 +158,10 @@ class Simulator:
         state = self.state
         units = {t.lower(): self._units(t, balance) for t in tokens}
         players = []
-        for _ in range(n):
+        for index in range(n):
+            if index % 256 == 255:
+                await asyncio.sleep(0)  # keep serving while a big batch is made
+
             self._players += 1
             plyr_id = f"player-{self._players:05d}"
             primary, mirror = _address(plyr_id, "primary"), _address(plyr_id, "mirror")
