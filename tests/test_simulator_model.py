@@ -1,9 +1,9 @@
 """Random room operations against the simulator, checked against a tiny model.
 
 A hypothesis state machine sends valid and invalid create, join, leave, pay,
-earn and end calls over HTTP. After every step, tokens are conserved across
-players, rooms and the fee account, and ``isJoined`` and the balances the API
-reports agree with the model.
+earn, joinPay, earnLeave and end calls over HTTP. After every step, tokens are
+conserved across players, rooms and the fee account, and ``isJoined`` and the
+balances the API reports agree with the model.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class RoomMachine(RuleBasedStateMachine):
         self.api = Probe(self.sim)
         self.run(self.sim.__aenter__())
         self.run(self.api.__aenter__())
-        allowance = 10 * START * PLAYERS
+        allowance = 10**9
         self.players: list[SimPlayer] = self.run(
             self.sim.add_players(PLAYERS, balance=START, allowance=allowance)
         )
@@ -148,6 +148,42 @@ class RoomMachine(RuleBasedStateMachine):
             room.funds -= units
             self.wallets[player.plyr_id] += units - fee
             self.fees += fee
+
+    @rule(data=st.data(), amount=amounts)
+    def join_pay(self, data: st.DataObject, amount: str) -> None:
+        room_id, players = self.pick(data, known=False), self.chosen(data)
+        body = {**self.jwts(room_id, players), "tokens": ["plyr"] * len(players)}
+        answer = self.post(
+            "/game/joinPay", {**body, "amounts": [amount] * len(players)}
+        )
+        room, units = self.rooms.get(room_id), int(Decimal(amount) * WEI)
+        if room is None or any(self.wallets[p.plyr_id] < units for p in players):
+            # One transaction: nobody joins and nobody pays.
+            assert answer.data["errorMessage"] == "Transaction Receipt Failed"
+            return
+
+        assert answer.data["status"] == "SUCCESS"
+        for player in players:
+            room.joined.add(player.plyr_id)
+            self.wallets[player.plyr_id] -= units
+            room.funds += units
+
+    @rule(data=st.data(), amount=amounts)
+    def earn_leave(self, data: st.DataObject, amount: str) -> None:
+        room_id, (player, *_) = self.pick(data, known=False), self.chosen(data)
+        body = {"roomId": room_id, "plyrIds": [player.plyr_id], "tokens": ["plyr"]}
+        answer = self.post("/game/earnLeave", {**body, "amounts": [amount]})
+        room, units = self.rooms.get(room_id), int(Decimal(amount) * WEI)
+        if room is None or player.plyr_id not in room.joined or room.funds < units:
+            assert answer.data["errorMessage"] == "Transaction Receipt Failed"
+            return
+
+        assert answer.data["status"] == "SUCCESS"
+        fee = units * 2 // 100
+        room.funds -= units
+        self.wallets[player.plyr_id] += units - fee
+        self.fees += fee
+        room.joined.discard(player.plyr_id)
 
     @rule(data=st.data())
     def end(self, data: st.DataObject) -> None:
