@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import collections
 import enum
 import math
 import random
@@ -32,8 +33,9 @@ __all__ = ["Outcome", "PollSchedule", "Scheduler", "TokenBucket"]
 # After this many PENDING answers to checks placed by the queue model, a task is
 # treated as a straggler and goes back to its own schedule.
 _ORDERED_TRIES = 3
-# The queue model is trusted once this many tasks have shown their order and at
-# least this share of them completed in submission order.
+# The queue model is trusted after this many PENDING answers seen next to settled
+# ones in the same sweep, once a smoothed share of at least _ORDER_TRUST of them
+# came after every settled task (as in a queue served in submission order).
 _ORDER_EVIDENCE = 32
 _ORDER_TRUST = 0.9
 _ORDER_SMOOTHING = 0.05
@@ -46,9 +48,13 @@ _PACE_BOUNDS = (0.001, 60.0)
 # its tasks, so that a burst of submissions teaches the delay before it is spent.
 _PROBE_UNTIL = 64
 _PROBE_MIN = 8
-# A sweep's observations of one method weigh at most this many single steps.
-_BATCH_WEIGHT = 3.0
-_BOOST = 4.0
+# The learned delay rests on this many latest first checks per method. Beyond
+# the range they cover it reaches out by at most _REACH, and only that far on
+# _REACH_EVIDENCE checks within a factor _NEAR of the edge.
+_WINDOW = 256
+_REACH = 1.5
+_REACH_EVIDENCE = 8
+_NEAR = 1.2
 
 
 def _positive(
@@ -96,7 +102,6 @@ class PollSchedule:
         max_rate_limit_pause: cap on any pause, also on the server's Retry-After.
         sweep_spacing: least time between two sweeps; tasks due within it are
             checked together.
-        learning_rate: step size of the online estimates (log scale).
         ordered: whether to use the queue model at all.
     """
 
@@ -114,7 +119,6 @@ class PollSchedule:
     rate_limit_pause: float = attrs.field(default=1.0, validator=_positive)
     max_rate_limit_pause: float = attrs.field(default=60.0, validator=_positive)
     sweep_spacing: float = attrs.field(default=0.05)
-    learning_rate: float = attrs.field(default=0.25, validator=_positive)
     ordered: bool = True
 
     def __attrs_post_init__(self) -> None:
@@ -187,7 +191,6 @@ class _Task:
     errors: int = 0
     ordered_tries: int = 0
     straggler: bool = False
-    learned: bool = False
     in_flight: bool = False
     # When the current check was picked, and whether the queue model placed it.
     picked_at: float = 0.0
@@ -212,6 +215,8 @@ class Scheduler:
         # log of the learned first-check delay per method
         self._log_delay: dict[str, float] = {}
         self._observed: dict[str, int] = {}
+        # Per method, the latest first checks: (seconds after submission, settled).
+        self._first_checks: dict[str, collections.deque[tuple[float, bool]]] = {}
         # Queue model: share of tasks seen completing in submission order, how
         # many tasks that share rests on, the highest ordinal seen settled, the
         # seconds the queue spends per task, and where the queue stood when.
@@ -422,43 +427,30 @@ class Scheduler:
     # -- learning -------------------------------------------------------------
 
     def _learn_delays(self, now: float, found: list[tuple[_Task, Outcome]]) -> None:
-        # Quantile tracking on interval-censored observations: each task tells,
-        # once, whether it completed before the current delay of its method.
-        hits: dict[str, list[int]] = {}
+        # Each task's first check says whether it had completed that long after
+        # its submission ("current status" data); the delay is re-estimated
+        # from the latest of them per method.
+        touched: set[str] = set()
         for task, outcome in found:
-            if task.learned or outcome not in (Outcome.PENDING, Outcome.SETTLED):
+            if task.checks or outcome not in (Outcome.PENDING, Outcome.SETTLED):
                 continue
 
-            delay = self.first_delay(task.method)
-            if outcome is Outcome.PENDING:
-                if task.picked_at - task.submitted_at < delay:
-                    continue
+            window = self._first_checks.get(task.method)
+            if window is None:
+                window = self._first_checks[task.method] = collections.deque(
+                    maxlen=_WINDOW
+                )
 
-                hit = 0
-            else:
-                low = (task.last_pending or task.submitted_at) - task.submitted_at
-                high = now - task.submitted_at
-                hit = int(high <= delay or (low < delay and (low + high) / 2 <= delay))
+            # The status was read between the pick and now.
+            elapsed = (task.picked_at + now) / 2 - task.submitted_at
+            window.append((max(elapsed, 1e-6), outcome is Outcome.SETTLED))
+            touched.add(task.method)
+            self._observed[task.method] = self._observed.get(task.method, 0) + 1
 
-            task.learned = True
-            hits.setdefault(task.method, []).append(hit)
-
-        for method, batch in hits.items():
-            self._step_delay(method, batch)
-
-    def _step_delay(self, method: str, batch: list[int]) -> None:
-        schedule = self.schedule
-        share = sum(batch) / len(batch)
-        # Large steps while little is known, settling to learning_rate.
-        seen = self._observed.get(method, 0)
-        rate = schedule.learning_rate * max(1.0, _BOOST / math.sqrt(1 + seen / 8))
-        step = rate * min(math.sqrt(len(batch)), _BATCH_WEIGHT)
-        log_delay = math.log(self.first_delay(method))
-        log_delay += step * (schedule.first_quantile - share)
-        low = math.log(schedule.min_first_delay)
-        high = math.log(schedule.max_first_delay)
-        self._log_delay[method] = min(max(log_delay, low), high)
-        self._observed[method] = self._observed.get(method, 0) + len(batch)
+        for method in touched:
+            delay = _quantile(self._first_checks[method], self.schedule.first_quantile)
+            low, high = self.schedule.min_first_delay, self.schedule.max_first_delay
+            self._log_delay[method] = math.log(min(max(delay, low), high))
 
     def _learn_order(self, now: float, found: list[tuple[_Task, Outcome]]) -> None:
         settled = [t.ordinal for t, o in found if o is Outcome.SETTLED]
@@ -519,6 +511,50 @@ class Scheduler:
         share = sum(placed) / len(placed)
         pace = self._pace * math.exp(_PACE_RATE * (share - _PACE_QUANTILE))
         self._pace = min(max(pace, _PACE_BOUNDS[0]), _PACE_BOUNDS[1])
+
+
+def _quantile(observations: Iterable[tuple[float, bool]], share: float) -> float:
+    # The time by which *share* of tasks complete, from (time, completed) pairs:
+    # an isotonic (pool-adjacent-violators) fit of the completion curve, read
+    # where it crosses *share*. Beyond the data, reach out by a factor that
+    # grows with the observations near the edge (never on one lone sample).
+    points = sorted(observations)
+    blocks: list[list[float]] = []  # [completed, count, first time, last time]
+    for when, done in points:
+        blocks.append([float(done), 1.0, when, when])
+        while len(blocks) > 1 and blocks[-2][0] * blocks[-1][1] >= (
+            blocks[-1][0] * blocks[-2][1]
+        ):
+            done_sum, count, _, last = blocks.pop()
+            blocks[-1][0] += done_sum
+            blocks[-1][1] += count
+            blocks[-1][3] = last
+
+    previous: tuple[float, float] | None = None
+    for done_sum, count, first, last in blocks:
+        level = done_sum / count
+        middle = math.sqrt(first * last)
+        if level >= share:
+            if previous is None:
+                near = sum(1 for when, _ in points if when <= first * _NEAR)
+                return first / math.pow(_reach(near), (level - share) / (1 - share))
+
+            # Interpolate in log time between the two block middles.
+            low_time, low_level = previous
+            part = (share - low_level) / (level - low_level)
+            return math.exp(
+                math.log(low_time) + part * (math.log(middle) - math.log(low_time))
+            )
+
+        previous = (middle, level)
+
+    done_sum, count, _, last = blocks[-1]
+    near = sum(1 for when, _ in points if when >= last / _NEAR)
+    return last * math.pow(_reach(near), (share - done_sum / count) / share)
+
+
+def _reach(evidence: int) -> float:
+    return 1 + (_REACH - 1) * min(1.0, evidence / _REACH_EVIDENCE)
 
 
 @attrs.define
