@@ -39,6 +39,7 @@ __all__ = [
     "fail",
     "plan",
     "split_earn",
+    "table_markdown",
     "to_amount",
 ]
 
@@ -203,6 +204,20 @@ def _build_table() -> dict[RoomState, dict[Step, RoomState]]:
 #: state -> {step: the state the room is in after it}. The only record of which
 #: steps are legal where; composite rows are the fold of their parts.
 TRANSITIONS: Mapping[RoomState, Mapping[Step, RoomState]] = _build_table()
+
+
+def table_markdown() -> str:
+    """Return TRANSITIONS as a Markdown table (state rows, step columns)."""
+    steps = list(Step)
+    lines = [
+        "| state | " + " | ".join(step.value for step in steps) + " |",
+        "|---|" + "---|" * len(steps),
+    ]
+    for state, row in TRANSITIONS.items():
+        cells = [row[step].value if step in row else "" for step in steps]
+        lines.append(f"| {state.value} | " + " | ".join(cells) + " |")
+
+    return "\n".join(lines) + "\n"
 
 
 @attrs.frozen

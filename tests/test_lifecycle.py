@@ -30,6 +30,7 @@ from plyr_rooms.lifecycle import (
     fail,
     plan,
     split_earn,
+    table_markdown,
     to_amount,
 )
 
@@ -80,6 +81,12 @@ class TestTable:
         assert caught.value.allowed == (Step.CREATE, Step.CREATE_JOIN_PAY)
         assert "PAY" in str(caught.value)
         assert "NEW" in str(caught.value)
+
+    def test_table_prints_as_markdown(self) -> None:
+        """The docs print the same table the code consults."""
+        text = table_markdown()
+        assert text.count("\n") == 2 + len(RoomState)
+        assert "| NEW | CREATED |" in text
 
     def test_failed_room_can_only_give_back_and_end(self) -> None:
         """After a hook failed, no one joins or pays any more."""
