@@ -20,6 +20,7 @@ from plyr_rooms.simulator import Latency, SimConfig, SimPlayer, Simulator
 from plyr_rooms.simulator._eth import is_address
 from plyr_rooms.simulator._http import parse_body
 from plyr_rooms.simulator._probe import Answer, Probe
+from plyr_rooms.tasks import TaskState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -454,6 +455,11 @@ class TestTasks:
             failed.data["errorMessage"]
             == "Number `1e-7` is not a valid decimal number."
         )
+        # Three attempts, each followed by a 1, 2, 3 s sleep scaled down.
+        record = sim.ledger().tasks[-1]
+        assert record.completed_at is not None
+        least = 3 * 0.002 + 6 * FAST.retry_sleep_scale
+        assert record.completed_at - record.submitted_at >= least
 
 
 class TestRooms:
@@ -745,6 +751,30 @@ class TestRooms:
         assert (answer.status, answer.data) == (404, {"error": "User not found"})
         answer = await api.get(f"/user/balance/{player.plyr_id}/doge")
         assert (answer.status, answer.data) == (401, {"error": "Invalid tokenName"})
+
+
+async def test_counters(api: Probe, sim: Simulator) -> None:
+    """Counters: requests per route, status polls, tasks per method."""
+    submitted = await api.post("/game/create", {})
+    await api.settle(submitted.task_id)
+    await api.get(f"/task/status/{submitted.task_id}")
+    await api.request("GET", "/missing")
+    counters = sim.counters()
+    assert counters.requests_by_route == {
+        "POST /api/game/create": 1,
+        "GET /api/task/status/:taskId": 2,
+        "404": 1,
+    }
+    assert counters.status_polls == 2
+    assert counters.tasks_by_method == {"createGameRoom": 1}
+    assert [r.state for r in counters.tasks] == [TaskState.SUCCESS]
+
+
+async def test_plyr_sim_fixture(plyr_sim: Simulator) -> None:
+    """The pytest plugin's fixture serves a running simulator."""
+    async with Probe(plyr_sim) as probe:
+        answer = await probe.post("/game/create", {"sync": True})
+        assert answer.data["status"] == "SUCCESS"
 
 
 SECRET_27 = "0123456789abcdef" * 4
