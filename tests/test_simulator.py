@@ -719,6 +719,17 @@ class TestRooms:
         room = sim.ledger().rooms[room_id]
         assert (room.joined, room.ended) == (frozenset(), True)
 
+    async def test_close_always_fails(self, api: Probe) -> None:
+        """Row: middleware chains: the undocumented close route and its broken task."""
+        room_id = await open_room(api, [])
+        body = {"gameId": "sim-game", "roomId": room_id, "sync": True}
+        answer = await api.post("/game/close", body)
+        assert (answer.status, answer.data["status"]) == (200, "FAILED")
+        assert (
+            answer.data["errorMessage"] == "ABI encoding params/values length mismatch."
+        )
+        assert answer.data["taskData"][0] == "closeGameRoom"
+
     async def test_is_joined(self, api: Probe, sim: Simulator) -> None:
         """Row: GET /api/game/isJoined (400 order, lower-casing, 500 on bad roomId)."""
         players = await sim.add_players(1)

@@ -67,6 +67,7 @@ class GameRoutes:
             ("/api/game/earnLeave", self.earn_leave),
             ("/api/game/createJoinPay", self.create_join_pay),
             ("/api/game/earnLeaveEnd", self.earn_leave_end),
+            ("/api/game/close", self.close),
         ):
             router.add("POST", path, handler, role="user")
 
@@ -172,6 +173,14 @@ class GameRoutes:
         """``POST /api/game/end`` (hmacAuth only)."""
         params = {"gameId": ctx.game_id, "roomId": room_text(ctx)}
         return await self._submit(ctx, TaskMethod.END, params)
+
+    async def close(self, ctx: Ctx) -> web.Response:
+        """``POST /api/game/close`` (undocumented; its task always FAILS)."""
+        params = {
+            "gameId": field(ctx.body, "gameId"),
+            "roomId": field(ctx.body, "roomId"),
+        }
+        return await self._submit(ctx, TaskMethod.CLOSE, params)
 
     async def join_pay(self, ctx: Ctx) -> web.Response:
         """``POST /api/game/joinPay``: no joined check, no merging."""
