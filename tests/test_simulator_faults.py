@@ -72,6 +72,18 @@ async def test_failed_but_executed_rate() -> None:
         assert len(sim.ledger().rooms) == N
 
 
+async def test_double_execution_rate() -> None:
+    faults = Faults(double_execution_rate=0.3)
+    async with Simulator(config(faults)) as sim, Probe(sim) as api:
+        answers = await create_many(api)
+        assert {a.data["status"] for a in answers} == {"SUCCESS"}
+        doubled = len(sim.ledger().rooms) - N
+        assert_rate(doubled, N, 0.3)
+        # The answer names the second room; the first exists all the same.
+        room_ids = sorted(int(a.data["taskData"]["result"]["roomId"]) for a in answers)
+        assert room_ids[-1] == N + doubled
+
+
 async def test_stuck_rate() -> None:
     async with Simulator(config(Faults(stuck_rate=0.2))) as sim, Probe(sim) as api:
         ids = [(await api.post("/game/create", {})).task_id for _ in range(N)]

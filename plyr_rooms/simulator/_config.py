@@ -107,6 +107,9 @@ class Faults:
     revert_rate: float = attrs.field(default=0.0, validator=_rate)
     #: Tasks that execute on the ledger yet report FAILED with ``errorMessage: null``.
     failed_but_executed_rate: float = attrs.field(default=0.0, validator=_rate)
+    #: Tasks whose first attempt executes but loses its receipt, so the retry
+    #: executes them a second time (a double pay, a second room) and succeeds.
+    double_execution_rate: float = attrs.field(default=0.0, validator=_rate)
     #: Tasks that stay PENDING forever (a worker crashed mid-task).
     stuck_rate: float = attrs.field(default=0.0, validator=_rate)
     #: Seconds after submission during which the status endpoint says NOT_FOUND.

@@ -55,7 +55,7 @@ class Task:
     method: str
     params: dict[str, Any]
     submitted_at: float  # loop time (time.monotonic)
-    fault: str | None  # "revert", "executed", "stuck" or None
+    fault: str | None  # "revert", "executed", "double", "stuck" or None
     state: TaskState = TaskState.PENDING
     completed_at: float | None = None
     body: bytes = _PENDING_BODY  # the status answer once settled
@@ -196,6 +196,7 @@ class Worker:
             ("stuck", faults.stuck_rate),
             ("revert", faults.revert_rate),
             ("executed", faults.failed_but_executed_rate),
+            ("double", faults.double_execution_rate),
         ):
             if draw < rate:
                 return name
@@ -236,6 +237,11 @@ class Worker:
             if attempt == 1:
                 self._chain.run(task.method, task.params, self._now())
 
+            raise PlainError("receipt timed out")
+
+        if task.fault == "double" and attempt == 1:
+            # Executed, receipt lost; the retry executes the operation again.
+            self._chain.run(task.method, task.params, self._now())
             raise PlainError("receipt timed out")
 
         return self._chain.run(task.method, task.params, self._now())
