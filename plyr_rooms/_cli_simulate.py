@@ -78,6 +78,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="plyr,gamr",
         help="tokens the players hold (default: plyr,gamr)",
     )
+    parser.add_argument(
+        "--sync-interval",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="seconds between a sync call's status checks (default: 0.5)",
+    )
+    parser.add_argument(
+        "--retry-sleep-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="scales the worker's 1/2/3 s retry sleeps (default: 1.0)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--game-id", default="sim-game", help="the API key's plyrId")
     parser.add_argument(
@@ -102,6 +116,8 @@ async def serve(
         latency=args.latency,
         workers=args.workers,
         faults=args.faults,
+        sync_interval=args.sync_interval,
+        retry_sleep_scale=args.retry_sleep_scale,
         game_id=args.game_id.lower(),
     )
     tokens = tuple(t.strip().lower() for t in args.tokens.split(",") if t.strip())
