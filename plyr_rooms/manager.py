@@ -327,13 +327,17 @@ class RoomManager:
         if journal is None:
             raise ManagerClosed("resume needs a journal")
 
-        from ._resume import reconcile_room
+        from ._resume import reconcile_rooms
 
         online = list(players)
-        for entry in await journal.unfinished():
-            await reconcile_room(
-                entry, journal, self.client, self.poller, timeout=task_wait
-            )
+        # All rooms at once, so that their pending tasks share the poller's sweeps.
+        await reconcile_rooms(
+            await journal.unfinished(),
+            journal,
+            self.client,
+            self.poller,
+            timeout=task_wait,
+        )
 
         rooms = [
             room
