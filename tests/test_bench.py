@@ -114,6 +114,20 @@ def bench_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class TestPlot:
+    async def test_plot_draws_a_png(self, tmp_path: Path) -> None:
+        """--plot writes a picture of the latencies and request rates."""
+        pytest.importorskip("matplotlib")
+        from plyr_rooms._bench._plot import plot
+
+        report = await run_bench(tiny(strategies=("naive", "sync"), cpu_requests=0))
+        path = tmp_path / "bench.png"
+
+        plot(report, str(path))
+
+        assert path.read_bytes().startswith(b"\x89PNG")
+
+
 class TestCommand:
     async def test_bench_writes_json(self, tmp_path: Path) -> None:
         """``plyr-rooms bench`` runs the harness and writes its report."""

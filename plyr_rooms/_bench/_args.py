@@ -133,7 +133,13 @@ def add_arguments(parser: argparse.ArgumentParser, *, rooms: int = 100) -> None:
         action="store_true",
         help="run the clients in this process (CPU and RSS then include the driver)",
     )
-    run.add_argument("--profile", metavar="DIR", help="cProfile each client into DIR")
+    run.add_argument("--profile", metavar="DIR", help="profile each client into DIR")
+    run.add_argument(
+        "--profiler",
+        choices=("cprofile", "pyinstrument"),
+        default="cprofile",
+        help="cprofile (exact counts, slow) or pyinstrument (sampling; install it)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--json", metavar="FILE", help="write the report as JSON ('-': stdout)"
@@ -163,6 +169,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         cpu_requests=args.cpu_requests,
         isolate=not args.in_process,
         profile_dir=args.profile,
+        profiler=args.profiler,
         poller_rps=args.poller_rps,
         poller_concurrency=args.poller_concurrency,
         poll_schedule=args.poll_schedule,

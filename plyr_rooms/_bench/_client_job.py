@@ -9,12 +9,8 @@ keeps its CPU time and peak RSS its own.
 
 from __future__ import annotations
 
-import cProfile
-import io
-import pstats
 import resource
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -23,6 +19,7 @@ from ..client import PlyrClient
 from ..poller import TaskPoller
 from ._config import BenchConfig, Target, room_players
 from ._pipe import StdinLines, configure_child_logging, emit
+from ._profile import profiling
 from ._walks import CountingSource, Recorder, TaskWalk, naive_waiter
 
 if TYPE_CHECKING:
@@ -159,41 +156,22 @@ async def _serve() -> None:
 
     config = BenchConfig.from_json(job["config"])
     target = Target.from_json(job["target"])
-    profile = cProfile.Profile() if config.profile_dir else None
-    if profile is not None:
-        profile.enable()
-
-    if job["kind"] == "cpu":
-        from ._cpu import compare_request_cpu
-
-        result = await compare_request_cpu(target, config.cpu_requests)
-    else:
-        result = await run_strategy(
-            config,
-            target,
-            job["strategy"],
-            lambda ended, failed: emit({"progress": [ended, failed]}),
-        )
-
-    if profile is not None:
-        profile.disable()
-        result["profile"] = _save_profile(profile, config, job)
-
-    emit({"result": result})
-
-
-def _save_profile(profile: cProfile.Profile, config: BenchConfig, job: Any) -> str:
-    # The binary stats for snakeviz/pstats, and the top of the table as text.
-    assert config.profile_dir is not None
-    folder = Path(config.profile_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     name = job.get("strategy") or job["kind"]
-    profile.dump_stats(folder / f"{name}.prof")
-    text = io.StringIO()
-    stats = pstats.Stats(profile, stream=text)
-    stats.sort_stats("tottime").print_stats(25)
-    (folder / f"{name}.txt").write_text(text.getvalue())
-    return str(folder / f"{name}.prof")
+    with profiling(config.profile_dir, name, config.profiler) as profile:
+        if job["kind"] == "cpu":
+            from ._cpu import compare_request_cpu
+
+            result = await compare_request_cpu(target, config.cpu_requests)
+        else:
+            result = await run_strategy(
+                config,
+                target,
+                job["strategy"],
+                lambda ended, failed: emit({"progress": [ended, failed]}),
+            )
+
+    result.update(profile)
+    emit({"result": result})
 
 
 def main() -> None:

@@ -123,7 +123,8 @@ class BenchConfig:
             (bare aiohttp vs ``PlyrClient.task_status``); 0 skips it.
         isolate: run each strategy's client in its own process (clean CPU and
             peak-RSS figures); False runs it in this process (tests).
-        profile_dir: write a cProfile of each client process there.
+        profile_dir: write a profile of each client process there.
+        profiler: ``"cprofile"`` or ``"pyinstrument"`` (if installed).
         connection_limit: the client's connection pool size; None sizes it per
             strategy (one connection per room for ``sync``, else 100).
         poller_rps: the shared poller's request-rate budget (None: its default).
@@ -151,6 +152,7 @@ class BenchConfig:
     cpu_requests: int = 2000
     isolate: bool = True
     profile_dir: str | None = None
+    profiler: str = "cprofile"
     connection_limit: int | None = None
     poller_rps: float | None = None
     poller_concurrency: int | None = None

@@ -21,21 +21,23 @@ def plot(report: dict[str, Any], path: str) -> None:
 
     summaries: dict[str, dict[str, Any]] = report["strategies"]
     figure, (latency_axes, rate_axes) = plt.subplots(1, 2, figsize=(13, 5))
-    for name, summary in summaries.items():
+    for number, (name, summary) in enumerate(summaries.items()):
+        color = f"C{number}"  # one color per strategy in both panels
         added = sorted(summary["samples"]["added_latency_s"])
         if added:
             # One curve per strategy: the share of steps returned within x.
             fractions = [(i + 1) / len(added) for i in range(len(added))]
-            latency_axes.step([a * 1000 for a in added], fractions, label=name)
+            latency_axes.step(
+                [a * 1000 for a in added], fractions, label=name, color=color
+            )
 
         times = summary["samples"]["status_times_s"]
-        if times:
-            seconds = math.ceil(max(times)) + 1
-            counts = [0] * seconds
-            for stamp in times:
-                counts[int(stamp)] += 1
+        seconds = math.ceil(max(times, default=summary["wall_s"])) + 1
+        counts = [0] * seconds
+        for stamp in times:
+            counts[int(stamp)] += 1
 
-            rate_axes.plot(range(seconds), counts, label=name)
+        rate_axes.plot(range(seconds), counts, label=name, color=color)
 
     config = report["config"]
     title = (
