@@ -12,9 +12,12 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["main"]
 
