@@ -17,6 +17,8 @@ from plyr_rooms._bench import STEPS_PER_ROOM, BenchConfig, run_bench, table
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from plyr_rooms.simulator import Simulator
+
 ROOMS = 3
 PLAYERS = 2
 
@@ -147,6 +149,39 @@ class TestCommand:
         report = json.loads(out.read_text())
         assert report["strategies"]["naive"]["rooms_ended"] == 2
         assert "samples" not in report["strategies"]["naive"]
+
+    async def test_endpoint_run_counts_on_the_client_side(
+        self,
+        plyr_sim: Simulator,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Against an endpoint (here a simulator posing as one) rooms still end."""
+        monkeypatch.setenv("PLYR_API_KEY", plyr_sim.api_key)
+        monkeypatch.setenv("PLYR_API_SECRET", plyr_sim.api_secret)
+        players = await plyr_sim.add_players(2)
+        lines = "".join(f"{p.plyr_id} {p.session_jwt}\n" for p in players)
+        (tmp_path / "players.txt").write_text(lines)
+        out = tmp_path / "report.json"
+        args = bench_parser().parse_args(
+            [
+                "bench",
+                *("--endpoint", plyr_sim.url, "--yes", "--rooms", "2"),
+                *("--players-file", str(tmp_path / "players.txt"), "--players", "2"),
+                *("--strategies", "naive,shared", "--naive-interval", "0.02"),
+                *("--poll-schedule", "first_delay=0.02,interval=0.02,max_interval=0.1"),
+                *("--json", str(out)),
+            ]
+        )
+
+        assert await args.handler(args) == 0
+
+        report = json.loads(out.read_text())
+        assert report["cpu_per_request"] is None
+        for summary in report["strategies"].values():
+            assert summary["rooms_ended"] == 2
+            assert summary["tasks"] == 2 * 6
+            assert summary["status_requests"] >= summary["tasks"]
 
     async def test_real_endpoint_rooms_are_capped(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

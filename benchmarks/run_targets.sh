@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The runs behind benchmarks/README.md's "Latest results", in order. Each writes
+# its JSON report and plot into benchmarks/results/ and its table to a .txt.
+# About 35 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=benchmarks/results
+mkdir -p "$out"
+python=${PYTHON:-python}
+
+run() {
+    local name=$1
+    shift
+    echo "+ python benchmarks/bench_rooms.py $*" | tee "$out/$name.txt"
+    "$python" benchmarks/bench_rooms.py "$@" --json "$out/$name.json" \
+        --plot "$out/$name.png" | tee -a "$out/$name.txt"
+}
+
+# Independent latencies (log-normal, median 3 s, sigma 0.5), every strategy, and
+# the per-request CPU comparison against bare aiohttp.
+run independent --rooms 1000 --players 4 --scenario independent \
+    --strategies naive,sync,shared-tasks,shared,atomic --poller-rps 1000
+
+# The single sequential consumer, 20 ms per task.
+run sequential --rooms 1000 --players 4 --scenario sequential \
+    --strategies naive,sync,shared,atomic --poller-rps 1000 --cpu-requests 0
+
+# 10,000 rooms in flight at once, without and with the SQLite journal.
+run load-10k --rooms 10000 --players 4 --scenario independent \
+    --strategies shared,atomic --poller-rps 2000 --cpu-requests 0
+run load-10k-journal --rooms 10000 --players 4 --scenario independent \
+    --strategies shared,atomic --poller-rps 2000 --cpu-requests 0 --journal sqlite
