@@ -46,7 +46,7 @@ _PACE_RATE = 0.5
 _PACE_BOUNDS = (0.001, 60.0)
 # Until a method has this many observations, each sweep first-checks only a few of
 # its tasks, so that a burst of submissions teaches the delay before it is spent.
-_PROBE_UNTIL = 64
+_PROBE_UNTIL = 128
 _PROBE_MIN = 8
 # The learned delay rests on this many latest first checks per method. Beyond
 # the range they cover it reaches out by at most _REACH, and only that far on
@@ -106,11 +106,11 @@ class PollSchedule:
     """
 
     first_delay: float = attrs.field(default=1.0, validator=_positive)
-    first_quantile: float = attrs.field(default=0.4, validator=_fraction)
+    first_quantile: float = attrs.field(default=0.45, validator=_fraction)
     min_first_delay: float = attrs.field(default=0.02, validator=_positive)
     max_first_delay: float = attrs.field(default=30.0, validator=_positive)
-    interval: float = attrs.field(default=0.6, validator=_positive)
-    backoff: float = attrs.field(default=1.15)
+    interval: float = attrs.field(default=0.55, validator=_positive)
+    backoff: float = attrs.field(default=1.1)
     max_interval: float = attrs.field(default=2.0, validator=_positive)
     jitter: float = attrs.field(default=0.1)
     max_defer: float = attrs.field(default=30.0, validator=_positive)
@@ -217,6 +217,8 @@ class Scheduler:
         self._observed: dict[str, int] = {}
         # Per method, the latest first checks: (seconds after submission, settled).
         self._first_checks: dict[str, collections.deque[tuple[float, bool]]] = {}
+        # Methods whose first checks fall on both sides of the learned delay.
+        self._bracketed: set[str] = set()
         # Queue model: share of tasks seen completing in submission order, how
         # many tasks that share rests on, the highest ordinal seen settled, the
         # seconds the queue spends per task, and where the queue stood when.
@@ -386,13 +388,15 @@ class Scheduler:
         return min(max(predicted, floor), own + self.schedule.max_defer)
 
     def _may_probe(self, task: _Task, probes: dict[str, int]) -> bool:
-        # Few first checks per sweep for a method still being learned.
+        # Few first checks per sweep for a method still being learned: while its
+        # delay is only extrapolated, a burst of submissions waits for it.
         seen = self._observed.get(task.method, 0)
-        if seen >= _PROBE_UNTIL:
+        bracketed = task.method in self._bracketed
+        if seen >= _PROBE_UNTIL and bracketed:
             return True
 
         taken = probes.get(task.method, 0)
-        if taken >= _PROBE_MIN + seen:
+        if taken >= _PROBE_MIN + seen // 4:
             return False
 
         probes[task.method] = taken + 1
@@ -448,7 +452,14 @@ class Scheduler:
             self._observed[task.method] = self._observed.get(task.method, 0) + 1
 
         for method in touched:
-            delay = _quantile(self._first_checks[method], self.schedule.first_quantile)
+            delay, inside = _quantile(
+                self._first_checks[method], self.schedule.first_quantile
+            )
+            if inside:
+                self._bracketed.add(method)
+            else:
+                self._bracketed.discard(method)
+
             low, high = self.schedule.min_first_delay, self.schedule.max_first_delay
             self._log_delay[method] = math.log(min(max(delay, low), high))
 
@@ -513,7 +524,9 @@ class Scheduler:
         self._pace = min(max(pace, _PACE_BOUNDS[0]), _PACE_BOUNDS[1])
 
 
-def _quantile(observations: Iterable[tuple[float, bool]], share: float) -> float:
+def _quantile(
+    observations: Iterable[tuple[float, bool]], share: float
+) -> tuple[float, bool]:
     # The time by which *share* of tasks complete, from (time, completed) pairs:
     # an isotonic (pool-adjacent-violators) fit of the completion curve, read
     # where it crosses *share*. Beyond the data, reach out by a factor that
@@ -537,20 +550,20 @@ def _quantile(observations: Iterable[tuple[float, bool]], share: float) -> float
         if level >= share:
             if previous is None:
                 near = sum(1 for when, _ in points if when <= first * _NEAR)
-                return first / math.pow(_reach(near), (level - share) / (1 - share))
+                reach = math.pow(_reach(near), (level - share) / (1 - share))
+                return first / reach, False
 
             # Interpolate in log time between the two block middles.
             low_time, low_level = previous
             part = (share - low_level) / (level - low_level)
-            return math.exp(
-                math.log(low_time) + part * (math.log(middle) - math.log(low_time))
-            )
+            log_time = math.log(low_time)
+            return math.exp(log_time + part * (math.log(middle) - log_time)), True
 
         previous = (middle, level)
 
     done_sum, count, _, last = blocks[-1]
     near = sum(1 for when, _ in points if when >= last / _NEAR)
-    return last * math.pow(_reach(near), (share - done_sum / count) / share)
+    return last * math.pow(_reach(near), (share - done_sum / count) / share), False
 
 
 def _reach(evidence: int) -> float:

@@ -352,15 +352,22 @@ class TaskPoller:
             await self._wakeup.wait()
 
     async def _sweep(self, task_ids: list[str]) -> None:
-        replies: dict[str, TaskResult | BaseException] = {}
+        outcomes: dict[str, Outcome] = {}
         async with anyio.create_task_group() as task_group:
             for task_id in task_ids:
-                task_group.start_soon(self._check, task_id, replies)
+                task_group.start_soon(self._check, task_id, outcomes)
 
         self._sweeps += 1
         self._checked += len(task_ids)
         self._max_sweep = max(self._max_sweep, len(task_ids))
-        outcomes = self._apply(time.monotonic(), replies)
+        if Outcome.SKIPPED not in outcomes.values():
+            self._scheduler.checks_went_through()
+
+        for task_id, outcome in outcomes.items():
+            # Settled during the sweep and waited for again since: check afresh.
+            if outcome is Outcome.SETTLED and task_id in self._watches:
+                outcomes[task_id] = Outcome.UNKNOWN
+
         self._scheduler.record(time.monotonic(), outcomes)
         self._wakeup.set()
         counts = Counter(outcome.value for outcome in outcomes.values())
@@ -373,39 +380,34 @@ class TaskPoller:
             "by queue order" if self._scheduler.ordered else "by learned delay",
         )
 
-    async def _check(
-        self, task_id: str, replies: dict[str, TaskResult | BaseException]
-    ) -> None:
+    async def _check(self, task_id: str, outcomes: dict[str, Outcome]) -> None:
         async with self._limiter:
             if task_id not in self._watches:
                 return  # nobody waits any more
 
             self._requests += 1
+            reply: TaskResult | Exception
             try:
-                replies[task_id] = await self._client.task_status(task_id, retry=False)
+                reply = await self._client.task_status(task_id, retry=False)
             except Exception as exc:  # sorted out in _apply; never cancellation
-                replies[task_id] = exc
+                reply = exc
+
+        # Waiters hear at once, not when the slowest check of the sweep is back.
+        outcomes[task_id] = self._apply(time.monotonic(), task_id, reply)
 
     # -- results --------------------------------------------------------------
 
     def _apply(
-        self, now: float, replies: Mapping[str, TaskResult | BaseException]
-    ) -> dict[str, Outcome]:
-        outcomes: dict[str, Outcome] = {}
-        rate_limits = [r for r in replies.values() if isinstance(r, RateLimited)]
-        for refusal in rate_limits:
-            self._on_rate_limited(now, refusal)
+        self, now: float, task_id: str, reply: TaskResult | Exception
+    ) -> Outcome:
+        if isinstance(reply, TaskResult):
+            return self._on_result(now, task_id, reply)
 
-        if not rate_limits:
-            self._scheduler.checks_went_through()
+        if isinstance(reply, RateLimited):
+            self._on_rate_limited(now, reply)
+            return Outcome.SKIPPED
 
-        for task_id, reply in replies.items():
-            if isinstance(reply, TaskResult):
-                outcomes[task_id] = self._on_result(now, task_id, reply)
-            else:
-                outcomes[task_id] = self._on_error(task_id, reply)
-
-        return outcomes
+        return self._on_error(task_id, reply)
 
     def _on_result(self, now: float, task_id: str, result: TaskResult) -> Outcome:
         watch = self._watches.get(task_id)
@@ -434,10 +436,7 @@ class TaskPoller:
         # PENDING (TIMEOUT never comes from the status route; treat it alike).
         return Outcome.PENDING
 
-    def _on_error(self, task_id: str, error: BaseException) -> Outcome:
-        if isinstance(error, RateLimited):
-            return Outcome.SKIPPED
-
+    def _on_error(self, task_id: str, error: Exception) -> Outcome:
         watch = self._watches.get(task_id)
         if isinstance(error, ServerError) and watch is not None:
             watch.server_errors += 1
