@@ -75,10 +75,12 @@ def _fraction(
 class PollSchedule:
     """When the poller checks tasks: its poll-schedule budget, in seconds.
 
-    The defaults follow the service's polling advice in spirit: a task is first
-    checked near the completion time typical of its method, then 0.6 s later,
-    backing off to one check every 2 s; over its life a task is checked less
-    than once a second, and far less when the queue model applies.
+    The defaults follow the service's polling advice (checks of one task one to
+    two seconds apart) in load rather than letter: a task is first checked when
+    about 45% of its method's tasks have completed, then 0.55 s later, backing
+    off by 10% per check to one check every 2 s. Over its life a task is checked
+    less than once a second (about 0.7 times as often as a one-second loop on
+    log-normal latencies), and about once in all when the queue model applies.
 
     Attributes:
         first_delay: delay from submission to the first check of a task whose
@@ -333,12 +335,15 @@ class Scheduler:
     def record(self, now: float, outcomes: Mapping[str, Outcome]) -> None:
         """Apply what one sweep's checks found, learn from it, reschedule.
 
-        Settled tasks leave the schedule; unknown ids are ignored.
+        Settled tasks leave the schedule; ids not picked (or since removed) are
+        ignored.
         """
+        # Only tasks this scheduler picked: a task removed and added again
+        # while its check was out learns nothing from that check.
         found = [
-            (self._tasks[task_id], outcome)
+            (task, outcome)
             for task_id, outcome in outcomes.items()
-            if task_id in self._tasks
+            if (task := self._tasks.get(task_id)) is not None and task.in_flight
         ]
         found.sort(key=lambda item: item[0].ordinal)
         self._learn_delays(now, found)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -201,6 +202,22 @@ class TestFaults:
                 assert stats.retries > 0
 
             assert sim.ledger().status_polls <= stats.status_requests
+
+    async def test_rate_limits_and_retries_are_logged(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """429s and retried checks are WARNINGs; every sweep is a DEBUG line."""
+        trouble = config(rate_limit_rps=100.0, rate_limit_retry_after=0.02)
+        caplog.set_level(logging.DEBUG, logger="plyr_rooms.poller")
+        async with stack(trouble) as (_, client, poller, _spy):
+            refs = await submit(client, 100)
+
+            await wait_all(poller, refs)
+
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        sweeps = [r for r in caplog.records if r.getMessage().startswith("sweep ")]
+        assert any("rate limited" in text for text in warnings)
+        assert len(sweeps) == poller.stats.sweeps
 
     async def test_reverted_tasks_fail_with_their_result(self) -> None:
         """A reverted task raises TaskFailed carrying the server's message."""

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plyr_rooms._schedule import Outcome, PollSchedule, Scheduler, TokenBucket
+from plyr_rooms._schedule import (
+    Outcome,
+    PollSchedule,
+    Scheduler,
+    TokenBucket,
+    _quantile,
+)
 
 schedules = st.builds(
     PollSchedule,
@@ -167,7 +173,34 @@ def _drive(
     return checks, sweeps
 
 
+answers = st.lists(
+    st.tuples(st.floats(0.01, 100.0), st.booleans()), min_size=1, max_size=300
+)
+
+
 class TestLearning:
+    @given(answers, st.floats(0.05, 0.95))
+    def test_estimate_stays_near_the_data(
+        self, points: list[tuple[float, bool]], share: float
+    ) -> None:
+        """The learned delay never reaches far beyond the first checks seen."""
+        estimate, _ = _quantile(points, share)
+        times = [when for when, _ in points]
+
+        assert (
+            min(times) / 1.5 * (1 - 1e-9) <= estimate <= max(times) * 1.5 * (1 + 1e-9)
+        )
+
+    @given(answers, st.floats(0.05, 0.9), st.floats(0.0, 0.09))
+    def test_estimate_grows_with_the_share(
+        self, points: list[tuple[float, bool]], share: float, more: float
+    ) -> None:
+        """Asking for a larger share of tasks settled never gives an earlier time."""
+        low, _ = _quantile(points, share)
+        high, _ = _quantile(points, share + more)
+
+        assert low <= high * (1 + 1e-9)
+
     @settings(deadline=None, max_examples=40)
     @given(st.floats(0.05, 20.0), st.integers(0, 2**32))
     def test_learned_delay_converges_to_the_duration(
