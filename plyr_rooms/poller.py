@@ -244,8 +244,11 @@ class TaskPoller:
             TaskLost: the service still did not know the task after
                 ``not_found_grace`` seconds from its submission.
             TaskTimeout: the deadline passed; the task's outcome is unknown.
-            ApiError: checking this task's status failed for good (a malformed
-                id's 500, or a refusal such as 401/403).
+            ApiError: checking this task's status failed for good: a 500 saying
+                the id is not a valid stream id (at once), 500s for this id on
+                8 checks in a row, or a refusal such as 401/403. Other waiters'
+                tasks are not affected; 429s, 502-504 and transport errors
+                are retried until the deadline.
             PollerClosed: the poller closed (or was never started).
         """
         if self._closed or self._task_group is None:
