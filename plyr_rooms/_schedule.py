@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Outcome", "PollSchedule", "Scheduler", "TokenBucket"]
 
-# After this many PENDING answers to checks placed by the queue model, a task is
+# After this many unsettled answers to checks placed by the queue model, a task is
 # treated as a straggler and goes back to its own schedule.
 _ORDERED_TRIES = 3
 # The queue model is trusted after this many PENDING answers seen next to settled
@@ -307,14 +307,16 @@ class Scheduler:
             return []
 
         due = [
-            (when, task)
+            (when, queued, task)
             for task in self._tasks.values()
-            if not task.in_flight and (when := self._due(task)) <= now
+            if not task.in_flight
+            for when, queued in [self._placement(task)]
+            if when <= now
         ]
-        due.sort(key=lambda item: (item[0], item[1].ordinal))
+        due.sort(key=lambda item: (item[0], item[2].ordinal))
         probes: dict[str, int] = {}
         picked: list[str] = []
-        for _, task in due:
+        for _, queued, task in due:
             if len(picked) >= limit:
                 break
 
@@ -327,7 +329,7 @@ class Scheduler:
 
             task.in_flight = True
             task.picked_at = now
-            task.predicted = self._uses_queue(task)
+            task.predicted = queued
             picked.append(task.task_id)
 
         return picked
@@ -380,9 +382,14 @@ class Scheduler:
         return self.ordered and not task.straggler and task.errors == 0
 
     def _due(self, task: _Task) -> float:
+        return self._placement(task)[0]
+
+    def _placement(self, task: _Task) -> tuple[float, bool]:
+        # When the task is due, and whether the queue model (rather than the
+        # task's own schedule or the max_defer cap) put it there.
         own = self._own_due(task)
         if not self._uses_queue(task) or self._anchor is None:
-            return own
+            return own, False
 
         predicted = self._predict(task.ordinal)
         if task.last_check is None:
@@ -390,7 +397,9 @@ class Scheduler:
         else:
             floor = task.last_check + max(self.schedule.sweep_spacing, 1e-3)
 
-        return min(max(predicted, floor), own + self.schedule.max_defer)
+        cap = own + self.schedule.max_defer
+        placed = max(predicted, floor)
+        return (placed, True) if placed < cap else (cap, False)
 
     def _may_probe(self, task: _Task, probes: dict[str, int]) -> bool:
         # Few first checks per sweep for a method still being learned: while its
@@ -427,9 +436,12 @@ class Scheduler:
         task.checks += 1
         if outcome is Outcome.PENDING:
             task.last_pending = task.picked_at
-            if task.predicted:
-                task.ordered_tries += 1
-                task.straggler = task.straggler or task.ordered_tries >= _ORDERED_TRIES
+
+        if task.predicted:
+            # Not done where the queue model placed it (PENDING, or NOT_FOUND
+            # still): after a few such checks, back to its own schedule.
+            task.ordered_tries += 1
+            task.straggler = task.straggler or task.ordered_tries >= _ORDERED_TRIES
 
         task.next_check = now + self.schedule.interval_after(task.checks) * jitter
 
@@ -489,7 +501,9 @@ class Scheduler:
         if settled:
             self._correct_anchor(now, max(settled), done=True)
 
-        ahead = [t.ordinal for t in pending if t.ordinal > front]
+        # A straggler (stuck, or retried by the worker) says nothing about where
+        # the queue is: it must not hold back the tasks behind it.
+        ahead = [t.ordinal for t in pending if t.ordinal > front and not t.straggler]
         if ahead:
             self._correct_anchor(now, min(ahead), done=False)
 
@@ -515,11 +529,14 @@ class Scheduler:
 
     def _learn_pace(self, found: Iterable[tuple[_Task, Outcome]]) -> None:
         # Aim the queue model slightly early: a small share of its checks should
-        # find the task still PENDING.
+        # find the task still PENDING. Only a task's first such check counts: a
+        # task stuck at the head says nothing about the pace of the others.
         placed = [
             o is Outcome.PENDING
             for t, o in found
-            if t.predicted and o in (Outcome.PENDING, Outcome.SETTLED)
+            if t.predicted
+            and t.ordered_tries == 0
+            and o in (Outcome.PENDING, Outcome.SETTLED)
         ]
         if not placed:
             return

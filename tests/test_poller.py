@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
+import attrs
 import pytest
 
 from plyr_rooms.client import PlyrClient
@@ -157,6 +158,35 @@ class TestSharing:
             assert stats.ordered
             assert stats.status_requests / len(refs) < 2.0
             assert set(stats.learned_delays) == {"createGameRoom"}
+
+
+class TestSequentialQueue:
+    @pytest.mark.parametrize(
+        "faults",
+        [
+            pytest.param({"not_found_window": 0.2}, id="not-found-window"),
+            pytest.param({"stuck_rate": 0.05}, id="stuck"),
+            pytest.param({"server_error_rate": 0.2}, id="5xx"),
+            pytest.param({"revert_rate": 0.2}, id="reverted"),
+        ],
+    )
+    async def test_outcomes_hold_under_faults(self, faults: dict[str, object]) -> None:
+        """With one consumer, each task still ends as the simulator says."""
+        queue = attrs.evolve(config(**faults), latency=Latency.fixed(0.01), workers=1)
+        async with stack(queue) as (sim, client, poller, _spy):
+            refs = await submit(client, 150)
+
+            outcomes = await wait_all(poller, refs, deadline=3.0)
+
+            expected = {
+                TaskState.SUCCESS: TaskResult,
+                TaskState.FAILED: TaskFailed,
+                TaskState.PENDING: TaskTimeout,
+            }
+            for task in sim.ledger().tasks:
+                assert isinstance(outcomes[task.task_id], expected[task.state])
+
+            assert poller.stats.status_requests / len(refs) < 4.0
 
 
 class TestFaults:
