@@ -484,17 +484,19 @@ class Scheduler:
         settled = [t.ordinal for t, o in found if o is Outcome.SETTLED]
         pending = [t for t, o in found if o is Outcome.PENDING]
         front = max([self._max_settled, *settled])
-        for task in pending:
-            # Behind a task seen settled: it completes out of order.
-            task.straggler = task.straggler or task.ordinal < front
-
         if settled:
             # Evidence of order comes from one sweep's answers, made at about the
             # same time: in a sequential queue, every task found PENDING comes
-            # after every task found settled.
+            # after every task found settled. A known straggler tells nothing
+            # new (it would count against the order at each of its checks).
             highest = max(settled)
             for task in pending:
-                self._observe_order(float(task.ordinal > highest))
+                if not task.straggler:
+                    self._observe_order(float(task.ordinal > highest))
+
+        for task in pending:
+            # Behind a task seen settled: it completes out of order.
+            task.straggler = task.straggler or task.ordinal < front
 
         self._max_settled = front
         self._learn_pace(found)
