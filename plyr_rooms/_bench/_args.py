@@ -125,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, rooms: int = 100) -> None:
     run.add_argument(
         "--cpu-requests",
         type=int,
-        default=2000,
+        default=10000,
         help="requests per side of the bare-aiohttp CPU comparison (0: skip)",
     )
     run.add_argument(

@@ -149,7 +149,7 @@ class BenchConfig:
     sync_interval: float = attrs.field(default=0.5, validator=_positive)
     step_timeout: float = attrs.field(default=180.0, validator=_positive)
     journal: str | None = None
-    cpu_requests: int = 2000
+    cpu_requests: int = 10000
     isolate: bool = True
     profile_dir: str | None = None
     profiler: str = "cprofile"

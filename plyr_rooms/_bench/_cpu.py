@@ -9,6 +9,7 @@ alternate between the two sides so that drift in the machine's load hits both.
 
 from __future__ import annotations
 
+import resource
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["compare_request_cpu"]
 
 _IN_FLIGHT = 8
-_ROUNDS = 4
-_WARMUP = 100
+_ROUNDS = 10
+_WARMUP = 200
 
 
 async def compare_request_cpu(target: Target, requests: int) -> dict[str, Any]:
@@ -65,17 +66,29 @@ async def compare_request_cpu(target: Target, requests: int) -> dict[str, Any]:
         await _spend(bare, _WARMUP)
         await _spend(plyr, _WARMUP)
         per_round = max(1, requests // _ROUNDS)
-        bare_cpu = client_cpu = 0.0
-        for _ in range(_ROUNDS):
-            bare_cpu += await _spend(bare, per_round)
-            client_cpu += await _spend(plyr, per_round)
+        rounds = [
+            (await _spend(bare, per_round), await _spend(plyr, per_round))
+            for _ in range(_ROUNDS)
+        ]
 
     total = per_round * _ROUNDS
+    bare_user = sum(b[0] for b, _ in rounds)
+    bare_sys = sum(b[1] for b, _ in rounds)
+    client_user = sum(c[0] for _, c in rounds)
+    client_sys = sum(c[1] for _, c in rounds)
+    bare_cpu, client_cpu = bare_user + bare_sys, client_user + client_sys
+    ratios = sorted(sum(c) / sum(b) for b, c in rounds if sum(b) > 0)
     return {
         "requests_per_side": total,
         "bare_cpu_us": bare_cpu / total * 1e6,
         "client_cpu_us": client_cpu / total * 1e6,
+        "bare_user_sys_us": [bare_user / total * 1e6, bare_sys / total * 1e6],
+        "client_user_sys_us": [client_user / total * 1e6, client_sys / total * 1e6],
         "ratio": client_cpu / bare_cpu if bare_cpu else None,
+        # Rounds are short; the spread of their ratios says how noisy this was.
+        "round_ratios": [ratios[0], ratios[len(ratios) // 2], ratios[-1]]
+        if ratios
+        else None,
     }
 
 
@@ -95,8 +108,11 @@ async def _finished_task(client: PlyrClient) -> str:
     raise RuntimeError(f"task {ref.id!r} did not settle")
 
 
-async def _spend(request: Callable[[], Awaitable[None]], count: int) -> float:
-    # Send *count* requests, _IN_FLIGHT at a time; return the CPU seconds spent.
+async def _spend(
+    request: Callable[[], Awaitable[None]], count: int
+) -> tuple[float, float]:
+    # Send *count* requests, _IN_FLIGHT at a time; return the user and system
+    # CPU seconds spent.
     remaining = count
 
     async def worker() -> None:
@@ -105,9 +121,10 @@ async def _spend(request: Callable[[], Awaitable[None]], count: int) -> float:
             remaining -= 1
             await request()
 
-    before = time.process_time()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     async with anyio.create_task_group() as group:
         for _ in range(_IN_FLIGHT):
             group.start_soon(worker)
 
-    return time.process_time() - before
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime

@@ -188,6 +188,10 @@ def _num(value: float | None, places: int) -> str:
     return "-" if value is None else f"{value:,.{places}f}"
 
 
+def _pair(values: list[float]) -> str:
+    return f"{values[0]:.0f} / {values[1]:.0f}"
+
+
 def _load(pair: list[float] | None) -> str:
     return "-" if not pair else f"{pair[0]:.1f} / {pair[1]:.1f}"
 
@@ -235,6 +239,13 @@ def table(report: dict[str, Any]) -> str:
             f"PlyrClient.task_status {cpu['client_cpu_us']:.0f} us "
             f"(x{cpu['ratio']:.2f}, {cpu['requests_per_side']} requests each)"
         )
+        spread = cpu.get("round_ratios")
+        if spread:
+            lines.append(
+                f"  user/sys us: bare {_pair(cpu['bare_user_sys_us'])}, client "
+                f"{_pair(cpu['client_user_sys_us'])}; ratio per round min/median/max "
+                f"{spread[0]:.2f} / {spread[1]:.2f} / {spread[2]:.2f}"
+            )
 
     for check in report.get("checks", []):
         verdict = "met" if check["met"] else "MISSED"
