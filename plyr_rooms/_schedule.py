@@ -6,8 +6,8 @@
 # Three things decide a task's next check:
 #
 # * its own schedule: the first check comes after the delay learned for its
-#   method (a streaming quantile of completion times), later checks back off
-#   gently to a cap, each delay jittered;
+#   method (a quantile of completion times, fitted to its latest first checks),
+#   later checks back off gently to a cap, each delay jittered;
 # * the queue model: when completions are seen in submission order (the real
 #   service has one sequential consumer), the observed pace of the queue says
 #   when it will reach a task, and a task behind one just seen PENDING waits;
