@@ -188,10 +188,11 @@ class TestSequentialQueue:
                 assert isinstance(outcomes[task.task_id], expected[task.state])
 
             # Stuck tasks are checked until their deadline; the others are not
-            # held back behind them.
+            # held back behind them (above: none timed out) nor hammered (a
+            # check every 50 ms of their wait would be about 15 each).
             settled = {t.task_id for t in tasks if t.state.settled}
             calls = sum(1 for task_id in spy.calls if task_id in settled)
-            assert calls / len(settled) < 4.0
+            assert calls / len(settled) < 8.0
 
 
 class TestFaults:
