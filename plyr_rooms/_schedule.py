@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+from ._due_index import KeyHeap, SortedRun, merge_due
 
-__all__ = ["Outcome", "PollSchedule", "Scheduler", "TokenBucket"]
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+
+__all__ = ["Outcome", "PollSchedule", "Scheduler"]
 
 # After this many unsettled answers to checks placed by the queue model, a task is
 # treated as a straggler and goes back to its own schedule.
@@ -197,6 +199,9 @@ class _Task:
     # When the current check was picked, and whether the queue model placed it.
     picked_at: float = 0.0
     predicted: bool = False
+    # Bumped whenever the task is placed in the due indices or taken out of
+    # them: only index entries carrying the current slot are live.
+    slot: int = 0
 
 
 class Scheduler:
@@ -231,6 +236,21 @@ class Scheduler:
         self._anchor: tuple[float, int] | None = None
         self._paused_until = 0.0
         self._pauses = 0
+        # Every task not in flight sits in exactly one of the first two indices:
+        # checked ones by own due time, split by whether the queue model may
+        # place them; unchecked ones per (method, may be placed) by submission
+        # time, which orders their own due times up to jitter. Tasks the queue
+        # model may place are also in the queue line, by ordinal.
+        self._checked: dict[bool, KeyHeap[_Task]] = {
+            False: KeyHeap(),
+            True: KeyHeap(),
+        }
+        self._unchecked: dict[tuple[str, bool], SortedRun[_Task]] = {}
+        self._line: SortedRun[_Task] = SortedRun()
+        # The earliest due time of a task not in flight (None: no such task),
+        # while _earliest_known; any change but an addition forgets it.
+        self._earliest: float | None = None
+        self._earliest_known = False
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -275,14 +295,20 @@ class Scheduler:
             return
 
         jitter = self._rng.uniform(-1.0, 1.0)
-        self._tasks[task_id] = _Task(
-            task_id, method, submitted_at, self._ordinal, jitter
-        )
+        task = _Task(task_id, method, submitted_at, self._ordinal, jitter)
+        self._tasks[task_id] = task
         self._ordinal += 1
+        self._index(task)
+        if self._earliest_known:
+            due = self._due(task)
+            self._earliest = due if self._earliest is None else min(self._earliest, due)
 
     def remove(self, task_id: str) -> None:
         """Stop checking a task; a check already in flight is ignored later."""
-        self._tasks.pop(task_id, None)
+        task = self._tasks.pop(task_id, None)
+        if task is not None:
+            task.slot += 1
+            self._earliest_known = False
 
     def due_at(self, task_id: str) -> float:
         """Return when the task is next due (ignoring pauses and in-flight state)."""
@@ -290,13 +316,15 @@ class Scheduler:
 
     def next_due(self) -> float | None:
         """Return the earliest time a check may be made, or None if none waits."""
-        # TODO: a scan per call is fine for thousands of tasks; ten thousand and
-        # more would want per-method heaps keyed so that learning keeps order.
-        dues = [self._due(t) for t in self._tasks.values() if not t.in_flight]
-        if not dues:
+        if not self._earliest_known:
+            first = next(merge_due(self._sources(), self._placement, math.inf), None)
+            self._earliest = None if first is None else first[0]
+            self._earliest_known = True
+
+        if self._earliest is None:
             return None
 
-        return max(min(dues), self._paused_until)
+        return max(self._earliest, self._paused_until)
 
     def pick(self, now: float, limit: int) -> list[str]:
         """Take up to *limit* due tasks, earliest first, and mark them in flight.
@@ -306,33 +334,8 @@ class Scheduler:
         if limit <= 0 or now < self._paused_until:
             return []
 
-        due = [
-            (when, queued, task)
-            for task in self._tasks.values()
-            if not task.in_flight
-            for when, queued in [self._placement(task)]
-            if when <= now
-        ]
-        due.sort(key=lambda item: (item[0], item[2].ordinal))
-        probes: dict[str, int] = {}
-        picked: list[str] = []
-        for _, queued, task in due:
-            if len(picked) >= limit:
-                break
-
-            if (
-                task.checks == 0
-                and not self.ordered
-                and not self._may_probe(task, probes)
-            ):
-                continue
-
-            task.in_flight = True
-            task.picked_at = now
-            task.predicted = queued
-            picked.append(task.task_id)
-
-        return picked
+        due = merge_due(self._sources(), self._placement, now)
+        return self._take(now, limit, due)
 
     def record(self, now: float, outcomes: Mapping[str, Outcome]) -> None:
         """Apply what one sweep's checks found, learn from it, reschedule.
@@ -352,6 +355,12 @@ class Scheduler:
         self._learn_order(now, found)
         for task, outcome in found:
             self._reschedule(now, task, outcome)
+
+        for task, _ in found:
+            if self._tasks.get(task.task_id) is task:
+                self._index(task)
+
+        self._earliest_known = False
 
     def rate_limited(self, now: float, retry_after: float | None) -> float:
         """Pause every check after a 429 and return when checks may resume."""
@@ -379,7 +388,23 @@ class Scheduler:
         return task.submitted_at + max(self.schedule.min_first_delay, delay)
 
     def _uses_queue(self, task: _Task) -> bool:
-        return self.ordered and not task.straggler and task.errors == 0
+        return self.ordered and _placeable(task)
+
+    def _queue_on(self) -> bool:
+        return self.ordered and self._anchor is not None
+
+    def _lowest_first_delay(self, method: str) -> float:
+        # A bound below _own_due of every unchecked task of *method*: the same
+        # arithmetic at the lowest jitter (float rounding is monotone).
+        delay = self.first_delay(method) * (1 + self.schedule.jitter * -1.0)
+        return max(self.schedule.min_first_delay, delay)
+
+    def _floor(self, task: _Task) -> float:
+        # The earliest the queue model may place the task's next check.
+        if task.last_check is None:
+            return task.submitted_at + self.schedule.min_first_delay
+
+        return task.last_check + max(self.schedule.sweep_spacing, 1e-3)
 
     def _due(self, task: _Task) -> float:
         return self._placement(task)[0]
@@ -392,14 +417,97 @@ class Scheduler:
             return own, False
 
         predicted = self._predict(task.ordinal)
-        if task.last_check is None:
-            floor = task.submitted_at + self.schedule.min_first_delay
-        else:
-            floor = task.last_check + max(self.schedule.sweep_spacing, 1e-3)
-
         cap = own + self.schedule.max_defer
-        placed = max(predicted, floor)
+        placed = max(predicted, self._floor(task))
         return (placed, True) if placed < cap else (cap, False)
+
+    # -- the due indices ------------------------------------------------------
+
+    def _index(self, task: _Task) -> None:
+        # Place a task that waits for a check (not in flight) in the indices.
+        task.slot += 1
+        placed = _placeable(task)
+        if task.next_check is not None:
+            self._checked[placed].push(task.next_check, task)
+        else:
+            key = (task.method, placed)
+            run = self._unchecked.get(key)
+            if run is None:
+                run = self._unchecked[key] = SortedRun()
+
+            run.add(task.submitted_at, task)
+
+        if placed:
+            self._line.add(task.ordinal, task)
+
+    def _sources(self) -> list[Iterator[tuple[float, _Task]]]:
+        # Each index read in the order of a lower bound of its tasks' due times
+        # (see merge_due): checked tasks by their own due time, or that plus
+        # max_defer when the queue model may place them earlier; unchecked ones
+        # by submission plus the least jittered first-check delay; the queue
+        # line by its predicted times.
+        queue = self._queue_on()
+        defer = self.schedule.max_defer
+        sources = [self._checked[False].ordered()]
+        placed = self._checked[True].ordered()
+        sources.append(((k + defer, t) for k, t in placed) if queue else placed)
+        for (method, placeable), run in self._unchecked.items():
+            low = self._lowest_first_delay(method)
+            shift = defer if queue and placeable else 0.0
+            sources.append(_shifted(run.scan(), low, shift))
+
+        if queue:
+            sources.append((self._predict(t.ordinal), t) for _, t in self._line.scan())
+
+        return sources
+
+    def _take(
+        self, now: float, limit: int, due: Iterable[tuple[float, bool, _Task]]
+    ) -> list[str]:
+        probes: dict[str, int] = {}
+        picked: list[str] = []
+        for _, queued, task in due:
+            if len(picked) >= limit:
+                break
+
+            if (
+                task.checks == 0
+                and not self.ordered
+                and not self._may_probe(task, probes)
+            ):
+                continue
+
+            task.in_flight = True
+            task.slot += 1
+            self._earliest_known = False
+            task.picked_at = now
+            task.predicted = queued
+            picked.append(task.task_id)
+
+        return picked
+
+    def _scan_pick(self, now: float, limit: int) -> list[str]:
+        # Reference for tests: pick() from a scan of every watched task.
+        if limit <= 0 or now < self._paused_until:
+            return []
+
+        due = [
+            (when, queued, task)
+            for task in self._tasks.values()
+            if not task.in_flight
+            for when, queued in [self._placement(task)]
+            if when <= now
+        ]
+        due.sort(key=lambda item: (item[0], item[2].ordinal))
+        return self._take(now, limit, due)
+
+    def _scan_next_due(self) -> float | None:
+        # Reference for tests: next_due() from a scan of every watched task.
+        dues = [self._due(t) for t in self._tasks.values() if not t.in_flight]
+        if not dues:
+            return None
+
+        return max(min(dues), self._paused_until)
 
     def _may_probe(self, task: _Task, probes: dict[str, int]) -> bool:
         # Few first checks per sweep for a method still being learned: while its
@@ -548,6 +656,21 @@ class Scheduler:
         self._pace = min(max(pace, _PACE_BOUNDS[0]), _PACE_BOUNDS[1])
 
 
+def _shifted(
+    run: Iterable[tuple[float, _Task]], low: float, shift: float
+) -> Iterator[tuple[float, _Task]]:
+    # Submission times to bounds of the due time: the same arithmetic as
+    # _own_due, then the queue model's cap.
+    for submitted_at, task in run:
+        bound = submitted_at + low
+        yield (bound + shift if shift else bound), task
+
+
+def _placeable(task: _Task) -> bool:
+    # Whether the queue model may place the task's checks (when it is on).
+    return not task.straggler and task.errors == 0
+
+
 def _quantile(
     observations: Iterable[tuple[float, bool]], share: float
 ) -> tuple[float, bool]:
@@ -592,47 +715,3 @@ def _quantile(
 
 def _reach(evidence: int) -> float:
     return 1 + (_REACH - 1) * min(1.0, evidence / _REACH_EVIDENCE)
-
-
-@attrs.define
-class TokenBucket:
-    """A request-rate budget: *rate* tokens a second, holding at most *burst*.
-
-    Pure: the caller passes the time. Starts full.
-    """
-
-    rate: float
-    burst: float
-    _tokens: float = attrs.field(init=False)
-    _updated: float | None = attrs.field(init=False, default=None)
-
-    def __attrs_post_init__(self) -> None:
-        if not self.rate > 0 or not self.burst >= 1:
-            raise ValueError("need rate > 0 and burst >= 1")
-
-        self._tokens = self.burst
-
-    def available(self, now: float) -> int:
-        """Return how many whole tokens could be taken at *now*."""
-        self._refill(now)
-        return int(self._tokens)
-
-    def take(self, now: float, count: int) -> None:
-        """Spend *count* tokens (the caller checked :meth:`available`)."""
-        self._refill(now)
-        self._tokens -= count
-
-    def ready_at(self, now: float) -> float:
-        """Return the time a whole token will be available."""
-        self._refill(now)
-        missing = 1 - self._tokens
-        return now if missing <= 0 else now + missing / self.rate
-
-    def _refill(self, now: float) -> None:
-        if self._updated is not None and now > self._updated:
-            self._tokens = min(
-                self.burst, self._tokens + (now - self._updated) * self.rate
-            )
-
-        if self._updated is None or now > self._updated:
-            self._updated = now

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import attrs
 
-from ._schedule import Outcome, PollSchedule, Scheduler, TokenBucket
+from ._ratelimit import TokenBucket
+from ._schedule import Outcome, PollSchedule, Scheduler
 from .errors import (
     ApiError,
     PlyrError,

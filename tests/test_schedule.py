@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plyr_rooms._ratelimit import TokenBucket
 from plyr_rooms._schedule import (
     Outcome,
     PollSchedule,
     Scheduler,
-    TokenBucket,
     _quantile,
 )
 
@@ -338,3 +338,78 @@ class TestTokenBucket:
             assert bucket.ready_at(now) >= now
 
         assert taken <= burst + rate * now + 1e-6
+
+
+def _race(schedule: PollSchedule, seed: int, *, sequential: bool) -> bool:
+    """Drive twin schedulers, one picking from its indices, one by a full scan.
+
+    Asserts after every step that both agree on the next due time and pick the
+    same tasks in the same order. Returns whether the queue model was ever on.
+    """
+    rng = random.Random(seed)
+    fast = Scheduler(schedule, random.Random(seed))
+    scan = Scheduler(schedule, random.Random(seed))
+    finish: dict[str, float] = {}
+    now, line, queue_used = 0.0, 0.0, False
+    for step in range(600):
+        for _ in range(rng.randrange(4) if step < 450 else 0):
+            task_id = str(len(finish))
+            submitted = now - rng.uniform(0.0, 0.5) if rng.random() < 0.1 else now
+            line = max(line, submitted) + 0.03
+            took = line if sequential else now + rng.lognormvariate(0.0, 0.5)
+            finish[task_id] = math.inf if rng.random() < 0.02 else took
+            method = rng.choice("ab") if step % 2 else "a"
+            for scheduler in (fast, scan):
+                scheduler.add(task_id, method, submitted)
+
+        if rng.random() < 0.03 and finish:
+            gone = rng.choice(sorted(finish))
+            fast.remove(gone)
+            scan.remove(gone)
+
+        if rng.random() < 0.01:
+            fast.rate_limited(now, None)
+            scan.rate_limited(now, None)
+
+        due = fast.next_due()
+        assert due == scan._scan_next_due()
+        jump = due is not None and rng.random() < 0.7
+        now = max(now, due) if jump and due is not None else now
+        now += rng.uniform(0.0, 0.05)
+        limit = rng.choice([0, 1, 3, 64])
+        picked = fast.pick(now, limit)
+        assert picked == scan._scan_pick(now, limit)
+        queue_used = queue_used or fast._queue_on()
+        now += rng.uniform(0.0, 0.01)
+        answers: dict[str, Outcome] = {}
+        for task_id in picked:
+            roll = rng.random()
+            if roll < 0.05:
+                answers[task_id] = rng.choice(
+                    [Outcome.ERROR, Outcome.UNKNOWN, Outcome.SKIPPED]
+                )
+            elif finish[task_id] <= now:
+                answers[task_id] = Outcome.SETTLED
+            else:
+                answers[task_id] = Outcome.PENDING
+
+        fast.record(now, answers)
+        scan.record(now, answers)
+        assert len(fast) == len(scan)
+
+    return queue_used
+
+
+class TestIndices:
+    @settings(deadline=None, max_examples=40)
+    @given(schedules, st.integers(0, 2**32), st.booleans())
+    def test_picks_as_a_full_scan_would(
+        self, schedule: PollSchedule, seed: int, sequential: bool
+    ) -> None:
+        """The indices give the same due times and picks as scanning every task."""
+        _race(schedule, seed, sequential=sequential)
+
+    @pytest.mark.parametrize("seed", range(4))
+    def test_picks_as_a_full_scan_would_under_the_queue_model(self, seed: int) -> None:
+        """The same, on a sequential queue that switches the queue model on."""
+        assert _race(PollSchedule(), seed, sequential=True)
