@@ -90,6 +90,8 @@ class SortedRun(Generic[_T]):
         # Entries before this index are all stale.
         self._head = 0
         self._rebuild_at = _SLACK
+        # True only while every entry's ordinal is at least its predecessor's.
+        self.ordinals_sorted = True
 
     def add(self, key: float, item: _T) -> None:
         """Add *item* under *key*, live until its slot changes."""
@@ -97,13 +99,22 @@ class SortedRun(Generic[_T]):
         entries = self._entries
         if not entries or entries[-1] < entry:
             entries.append(entry)
+            at = len(entries) - 1
         else:
-            bisect.insort(entries, entry, lo=self._head)
+            at = bisect.bisect(entries, entry, lo=self._head)
+            entries.insert(at, entry)
+
+        before = entries[at - 1][1] if at > 0 else entry[1]
+        after = entries[at + 1][1] if at + 1 < len(entries) else entry[1]
+        if not before <= entry[1] <= after:
+            self.ordinals_sorted = False
 
         if len(entries) - self._head > self._rebuild_at:
             self._entries = [e for e in entries[self._head :] if _live(e)]
             self._head = 0
             self._rebuild_at = 2 * len(self._entries) + _SLACK
+            ordinals = [e[1] for e in self._entries]
+            self.ordinals_sorted = ordinals == sorted(ordinals)
 
     def scan(self) -> Iterator[tuple[float, _T]]:
         """Yield ``(key, item)`` for the live items, smallest key first.

@@ -239,8 +239,8 @@ class Scheduler:
         # Every task not in flight sits in exactly one of the first two indices:
         # checked ones by own due time, split by whether the queue model may
         # place them; unchecked ones per (method, may be placed) by submission
-        # time, which orders their own due times up to jitter. Tasks the queue
-        # model may place are also in the queue line, by ordinal.
+        # time, which orders their own due times up to jitter. Checked tasks the
+        # queue model may place are also in the queue line, by ordinal.
         self._checked: dict[bool, KeyHeap[_Task]] = {
             False: KeyHeap(),
             True: KeyHeap(),
@@ -437,15 +437,15 @@ class Scheduler:
 
             run.add(task.submitted_at, task)
 
-        if placed:
+        if placed and task.next_check is not None:
             self._line.add(task.ordinal, task)
 
     def _sources(self) -> list[Iterator[tuple[float, _Task]]]:
         # Each index read in the order of a lower bound of its tasks' due times
         # (see merge_due): checked tasks by their own due time, or that plus
         # max_defer when the queue model may place them earlier; unchecked ones
-        # by submission plus the least jittered first-check delay; the queue
-        # line by its predicted times.
+        # by submission plus the least jittered first-check delay (or as
+        # _unchecked_in_line says); the queue line by its predicted times.
         queue = self._queue_on()
         defer = self.schedule.max_defer
         sources = [self._checked[False].ordered()]
@@ -453,13 +453,30 @@ class Scheduler:
         sources.append(((k + defer, t) for k, t in placed) if queue else placed)
         for (method, placeable), run in self._unchecked.items():
             low = self._lowest_first_delay(method)
-            shift = defer if queue and placeable else 0.0
-            sources.append(_shifted(run.scan(), low, shift))
+            if queue and placeable:
+                sources.append(self._unchecked_in_line(run, low))
+            else:
+                sources.append(_shifted(run.scan(), low))
 
         if queue:
             sources.append((self._predict(t.ordinal), t) for _, t in self._line.scan())
 
         return sources
+
+    def _unchecked_in_line(
+        self, run: SortedRun[_Task], low: float
+    ) -> Iterator[tuple[float, _Task]]:
+        # Unchecked tasks the queue model places: due no earlier than the cap's
+        # bound or than both the floor and the predicted time; the latter grows
+        # along the run only while ordinals grow with submission times.
+        defer = self.schedule.max_defer
+        in_order = run.ordinals_sorted
+        for submitted_at, task in run.scan():
+            floor = submitted_at + self.schedule.min_first_delay
+            if in_order:
+                floor = max(floor, self._predict(task.ordinal))
+
+            yield min(floor, submitted_at + low + defer), task
 
     def _take(
         self, now: float, limit: int, due: Iterable[tuple[float, bool, _Task]]
@@ -657,13 +674,12 @@ class Scheduler:
 
 
 def _shifted(
-    run: Iterable[tuple[float, _Task]], low: float, shift: float
+    run: Iterable[tuple[float, _Task]], low: float
 ) -> Iterator[tuple[float, _Task]]:
-    # Submission times to bounds of the due time: the same arithmetic as
-    # _own_due, then the queue model's cap.
+    # Submission times to bounds of the own due time (the arithmetic of
+    # _own_due at the least jitter).
     for submitted_at, task in run:
-        bound = submitted_at + low
-        yield (bound + shift if shift else bound), task
+        yield submitted_at + low, task
 
 
 def _placeable(task: _Task) -> bool:
