@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ._due_index import KeyHeap, SortedRun, merge_due
+from ._estimate import quantile
+from ._poll_schedule import PollSchedule
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -50,117 +52,8 @@ _PACE_BOUNDS = (0.001, 60.0)
 # its tasks, so that a burst of submissions teaches the delay before it is spent.
 _PROBE_UNTIL = 128
 _PROBE_MIN = 8
-# The learned delay rests on this many latest first checks per method. Beyond
-# the range they cover it reaches out by at most _REACH, and only that far on
-# _REACH_EVIDENCE checks within a factor _NEAR of the edge.
+# The learned delay rests on this many latest first checks per method.
 _WINDOW = 256
-_REACH = 1.5
-_REACH_EVIDENCE = 8
-_NEAR = 1.2
-
-
-def _positive(
-    instance: object, attribute: attrs.Attribute[float], value: float
-) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
-
-
-def _fraction(
-    instance: object, attribute: attrs.Attribute[float], value: float
-) -> None:
-    if not 0 < value < 1:
-        raise ValueError(f"{attribute.name} must be in (0, 1), got {value!r}")
-
-
-@attrs.frozen
-class PollSchedule:
-    """When the poller checks tasks: its poll-schedule budget, in seconds.
-
-    The defaults follow the service's polling advice (checks of one task one to
-    two seconds apart) in load rather than letter: a task is first checked when
-    about 45% of its method's tasks have completed, then 0.55 s later, backing
-    off by 10% per check to one check every 2 s. Over its life a task is checked
-    less than once a second (about 0.7 times as often as a one-second loop on
-    log-normal latencies), and about once in all when the queue model applies.
-
-    Attributes:
-        first_delay: delay from submission to the first check of a task whose
-            method has not been learned yet.
-        first_quantile: share of tasks the first check should find settled; the
-            learned first-check delay tracks this quantile of completion times.
-        min_first_delay: lower bound of any first-check delay.
-        max_first_delay: upper bound of the learned first-check delay.
-        interval: delay between the first and the second check of a task.
-        backoff: factor applied to the interval after each further check.
-        max_interval: cap on the delay between two checks of one task.
-        jitter: every delay is multiplied by a random factor within
-            ``1 ± jitter``, so that tasks never poll in lock-step.
-        max_defer: the most the queue model may move a check past the task's
-            own schedule (a hard cap: every task keeps being checked).
-        error_interval: delay after a failed check (5xx, transport error);
-            doubles with each further failure of the same task.
-        max_error_interval: cap on that delay.
-        rate_limit_pause: pause of all checks after a 429 without Retry-After;
-            doubles with each further such 429.
-        max_rate_limit_pause: cap on any pause, also on the server's Retry-After.
-        sweep_spacing: least time between two sweeps; tasks due within it are
-            checked together.
-        ordered: whether to use the queue model at all.
-    """
-
-    first_delay: float = attrs.field(default=1.0, validator=_positive)
-    first_quantile: float = attrs.field(default=0.45, validator=_fraction)
-    min_first_delay: float = attrs.field(default=0.02, validator=_positive)
-    max_first_delay: float = attrs.field(default=30.0, validator=_positive)
-    interval: float = attrs.field(default=0.55, validator=_positive)
-    backoff: float = attrs.field(default=1.1)
-    max_interval: float = attrs.field(default=2.0, validator=_positive)
-    jitter: float = attrs.field(default=0.1)
-    max_defer: float = attrs.field(default=30.0, validator=_positive)
-    error_interval: float = attrs.field(default=0.5, validator=_positive)
-    max_error_interval: float = attrs.field(default=10.0, validator=_positive)
-    rate_limit_pause: float = attrs.field(default=1.0, validator=_positive)
-    max_rate_limit_pause: float = attrs.field(default=60.0, validator=_positive)
-    sweep_spacing: float = attrs.field(default=0.05)
-    ordered: bool = True
-
-    def __attrs_post_init__(self) -> None:
-        if self.backoff < 1:
-            raise ValueError(f"backoff must be at least 1, got {self.backoff!r}")
-
-        if not 0 <= self.jitter < 0.5:
-            raise ValueError(f"jitter must be in [0, 0.5), got {self.jitter!r}")
-
-        if self.sweep_spacing < 0:
-            raise ValueError(f"sweep_spacing must be >= 0, got {self.sweep_spacing!r}")
-
-        if not self.min_first_delay <= self.first_delay <= self.max_first_delay:
-            raise ValueError("need min_first_delay <= first_delay <= max_first_delay")
-
-    def interval_after(self, checks: int) -> float:
-        """Return the un-jittered delay after the *checks*-th check (1-based)."""
-        steps = max(0, checks - 1)
-        # Stop multiplying once the cap is reached (also avoids float overflow).
-        if self.backoff > 1:
-            limit = math.log(self.max_interval / self.interval) / math.log(self.backoff)
-            steps = min(steps, max(0, math.ceil(limit)))
-
-        return min(self.max_interval, self.interval * self.backoff**steps)
-
-    def error_delay(self, errors: int) -> float:
-        """Return the un-jittered delay after *errors* failed checks in a row."""
-        doublings = min(max(0, errors - 1), 30)
-        return min(self.max_error_interval, self.error_interval * 2.0**doublings)
-
-    def longest_wait(self) -> float:
-        """Return a bound on the time between two checks of one task.
-
-        Counted from the task's submission or its last check; pauses after a 429
-        come on top.
-        """
-        longest = max(self.max_first_delay, self.max_interval, self.max_error_interval)
-        return longest * (1 + self.jitter) + self.max_defer
 
 
 class Outcome(enum.Enum):
@@ -594,7 +487,7 @@ class Scheduler:
             self._observed[task.method] = self._observed.get(task.method, 0) + 1
 
         for method in touched:
-            delay, inside = _quantile(
+            delay, inside = quantile(
                 self._first_checks[method], self.schedule.first_quantile
             )
             if inside:
@@ -685,49 +578,3 @@ def _shifted(
 def _placeable(task: _Task) -> bool:
     # Whether the queue model may place the task's checks (when it is on).
     return not task.straggler and task.errors == 0
-
-
-def _quantile(
-    observations: Iterable[tuple[float, bool]], share: float
-) -> tuple[float, bool]:
-    # The time by which *share* of tasks complete, from (time, completed) pairs:
-    # an isotonic (pool-adjacent-violators) fit of the completion curve, read
-    # where it crosses *share*. Beyond the data, reach out by a factor that
-    # grows with the observations near the edge (never on one lone sample).
-    points = sorted(observations)
-    blocks: list[list[float]] = []  # [completed, count, first time, last time]
-    for when, done in points:
-        blocks.append([float(done), 1.0, when, when])
-        while len(blocks) > 1 and blocks[-2][0] * blocks[-1][1] >= (
-            blocks[-1][0] * blocks[-2][1]
-        ):
-            done_sum, count, _, last = blocks.pop()
-            blocks[-1][0] += done_sum
-            blocks[-1][1] += count
-            blocks[-1][3] = last
-
-    previous: tuple[float, float] | None = None
-    for done_sum, count, first, last in blocks:
-        level = done_sum / count
-        middle = math.sqrt(first * last)
-        if level >= share:
-            if previous is None:
-                near = sum(1 for when, _ in points if when <= first * _NEAR)
-                reach = math.pow(_reach(near), (level - share) / (1 - share))
-                return first / reach, False
-
-            # Interpolate in log time between the two block middles.
-            low_time, low_level = previous
-            part = (share - low_level) / (level - low_level)
-            log_time = math.log(low_time)
-            return math.exp(log_time + part * (math.log(middle) - log_time)), True
-
-        previous = (middle, level)
-
-    done_sum, count, _, last = blocks[-1]
-    near = sum(1 for when, _ in points if when >= last / _NEAR)
-    return last * math.pow(_reach(near), (share - done_sum / count) / share), False
-
-
-def _reach(evidence: int) -> float:
-    return 1 + (_REACH - 1) * min(1.0, evidence / _REACH_EVIDENCE)

@@ -10,13 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plyr_rooms._estimate import quantile as _quantile
 from plyr_rooms._ratelimit import TokenBucket
-from plyr_rooms._schedule import (
-    Outcome,
-    PollSchedule,
-    Scheduler,
-    _quantile,
-)
+from plyr_rooms._schedule import Outcome, PollSchedule, Scheduler
 
 schedules = st.builds(
     PollSchedule,
