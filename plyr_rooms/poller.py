@@ -163,7 +163,9 @@ class TaskPoller:
 
         self._client = client
         self._max_concurrency = max_concurrency
-        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        # Status checks under way; only the loop starts them, so a count is
+        # all the concurrency cap needs.
+        self._in_flight = 0
         burst = max(1.0, min(float(max_concurrency), requests_per_second))
         self._bucket = TokenBucket(requests_per_second, burst)
         self._scheduler = Scheduler(schedule or PollSchedule())
@@ -332,18 +334,19 @@ class TaskPoller:
                 continue
 
             self._last_sweep = now
-            limit = min(self._max_concurrency, self._bucket.available(now))
-            picked = self._scheduler.pick(now, limit)
+            free = self._max_concurrency - self._in_flight
+            picked = self._scheduler.pick(now, min(free, self._bucket.available(now)))
             if picked:
                 self._bucket.take(now, len(picked))
+                self._in_flight += len(picked)
                 self._task_group.start_soon(self._sweep, picked)
 
     def _next_sweep(self, now: float) -> float:
         # Never busy-loop: sweeps are at least sweep_spacing apart (a floor of
         # 1 ms even when the spacing is 0) and wait for the rate budget.
         due = self._scheduler.next_due()
-        if due is None:
-            return math.inf
+        if due is None or self._in_flight >= self._max_concurrency:
+            return math.inf  # woken when a task arrives or a check returns
 
         spacing = max(self._schedule.sweep_spacing, 0.001)
         return max(due, self._last_sweep + spacing, self._bucket.ready_at(now))
@@ -374,6 +377,9 @@ class TaskPoller:
 
         self._scheduler.record(time.monotonic(), outcomes)
         self._wakeup.set()
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
+
         counts = Counter(outcome.value for outcome in outcomes.values())
         logger.debug(
             "sweep %d: %d checked (%s); %d watched, next first check %s",
@@ -385,7 +391,7 @@ class TaskPoller:
         )
 
     async def _check(self, task_id: str, outcomes: dict[str, Outcome]) -> None:
-        async with self._limiter:
+        try:
             if task_id not in self._watches:
                 return  # nobody waits any more
 
@@ -395,6 +401,10 @@ class TaskPoller:
                 reply = await self._client.task_status(task_id, retry=False)
             except Exception as exc:  # sorted out in _apply; never cancellation
                 reply = exc
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == self._max_concurrency - 1:
+                self._wakeup.set()  # a slot opened for a loop that was full
 
         # Waiters hear at once, not when the slowest check of the sweep is back.
         outcomes[task_id] = self._apply(time.monotonic(), task_id, reply)

@@ -159,6 +159,44 @@ class TestSharing:
             assert stats.status_requests / len(refs) < 2.0
             assert set(stats.learned_delays) == {"createGameRoom"}
 
+    async def test_concurrency_cap_holds_across_sweeps(self) -> None:
+        """However many tasks are due, at most max_concurrency checks are out."""
+
+        class Gauge(Spy):
+            # Each check outlasts several sweep spacings, as on a slow link.
+            def __init__(self, client: PlyrClient) -> None:
+                super().__init__(client)
+                self.out = self.most = 0
+
+            async def task_status(
+                self, task_id: str, *, retry: bool = True
+            ) -> TaskResult:
+                self.out += 1
+                self.most = max(self.most, self.out)
+                try:
+                    await anyio.sleep(0.02)
+                    return await super().task_status(task_id, retry=retry)
+                finally:
+                    self.out -= 1
+
+        async with (
+            Simulator(config()) as sim,
+            PlyrClient(sim.url, sim.api_key, sim.api_secret) as client,
+        ):
+            gauge = Gauge(client)
+            async with TaskPoller(
+                gauge, schedule=FAST, requests_per_second=5000.0, max_concurrency=3
+            ) as poller:
+                refs = await submit(client, 60)
+
+                outcomes = await wait_all(poller, refs)
+
+                assert all(isinstance(o, TaskResult) for o in outcomes.values())
+                assert gauge.most == 3
+                assert gauge.out == 0
+                assert poller.stats.max_sweep_size <= 3
+                assert poller.stats.status_requests == len(gauge.calls)
+
 
 class TestSequentialQueue:
     @pytest.mark.parametrize(
