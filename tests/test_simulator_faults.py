@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import anyio
 import attrs
 import pytest
 
@@ -70,6 +71,58 @@ async def test_failed_but_executed_rate() -> None:
         assert isinstance(failed[0].data["taskData"], list)
         # Every task, reported FAILED or not, made its room.
         assert len(sim.ledger().rooms) == N
+
+
+async def test_revert_is_not_retried() -> None:
+    """A reverted task settles at once: no 1 s / 2 s / 3 s retry sleeps."""
+    faults = Faults(revert_rate=1.0)
+    # Scaled so that a single retry sleep would outlast the deadline below.
+    slow_retries = config(faults, retry_sleep_scale=30.0)
+    async with Simulator(slow_retries) as sim, Probe(sim) as api:
+        with anyio.fail_after(10):
+            submitted = await api.post("/game/create", {})
+            answer = await api.settle(submitted.task_id)
+
+        assert answer.data["status"] == "FAILED"
+        assert answer.data["errorMessage"] == "Transaction Receipt Failed"
+
+
+@pytest.mark.parametrize(
+    ("faults", "status", "paid"),
+    [
+        (Faults(failed_but_executed_rate=1.0), "FAILED", 4),
+        (Faults(double_execution_rate=1.0), "SUCCESS", 8),
+    ],
+    ids=["failed-but-executed", "double-execution"],
+)
+async def test_allowance_is_spent_only_by_a_success(
+    faults: Faults, status: str, paid: int
+) -> None:
+    """A pay reported FAILED spends no allowance, even though it executed; a pay
+    executed twice by a retry spends it once (the worker's success side effect)."""
+    async with Simulator(config(faults)) as sim, Probe(sim) as api:
+        (player,) = await sim.add_players(1, balance=100, allowance=10)
+        created = await api.post("/game/create", {"sync": True})
+        room_id = str(len(sim.ledger().rooms))
+        assert created.status == 200
+        jwts = [player.session_jwt]
+        joined = await api.post(
+            "/game/join", {"roomId": room_id, "sessionJwts": jwts, "sync": 1}
+        )
+        assert joined.status == 200
+        body = {
+            "roomId": room_id,
+            "sessionJwts": jwts,
+            "tokens": ["plyr"],
+            "amounts": ["4"],
+            "sync": True,
+        }
+        answer = await api.post("/game/pay", body)
+        assert answer.data["status"] == status
+        ledger = sim.ledger()
+        assert ledger.balances[player.plyr_id]["plyr"] == 100 - paid
+        spent = 4 if status == "SUCCESS" else 0
+        assert ledger.allowances[player.plyr_id]["plyr"] == 10 - spent
 
 
 async def test_double_execution_rate() -> None:

@@ -94,14 +94,19 @@ class Chain:
         tx = _Tx(self)
         result = _SERVICES[method](tx, params, now)
         tx.commit()
-        if method in _PAYING:
-            self._spend_allowances(params)
-
         return result
 
-    def _spend_allowances(self, params: Mapping[str, Any]) -> None:
-        # After a successful pay, each entry's approval is reduced, or deleted if
-        # what remains is smaller than the amount.
+    def spend_allowances(self, method: str, params: Mapping[str, Any]) -> None:
+        """Charge a pay-type task's entries to the allowance records.
+
+        The worker does this once, when the task is recorded as SUCCESS: an
+        execution later reported FAILED (or an earlier attempt executed again
+        by a retry) spends nothing. Each entry's approval is reduced, or deleted
+        if what remains is smaller than the amount.
+        """
+        if method not in _PAYING:
+            return
+
         game_id = params["gameId"]
         for plyr_id, token, amount in zip(
             params["plyrIds"], params["tokens"], params["amounts"], strict=False

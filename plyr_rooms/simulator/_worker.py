@@ -225,6 +225,7 @@ class Worker:
             logger.exception("simulated task %s crashed", task.id)
             self._retry(task, attempt, None)
         else:
+            self._chain.spend_allowances(task.method, task.params)
             self._settle(task, TaskState.SUCCESS, result=result)
 
     def _execute(self, task: Task, attempt: int) -> dict[str, Any]:
