@@ -137,6 +137,11 @@ class TaskResult:
             raise ValueError(f"unknown task status {data['status']!r}") from None
 
         method, body, result = _read_task_data(data.get("taskData"))
+        if result is None:
+            # The server's code copies a top-level ``result`` when there is one
+            # (its worker never writes it today); read it from there too.
+            result = _non_empty(data.get("result"))
+
         return cls(
             state=state,
             task_id=_opt_str(data.get("taskId")) or task_id,
@@ -167,12 +172,11 @@ def _read_task_data(
     else:
         name, params = data.get("0"), data.get("1")
 
-    result = data.get("result")
-    return (
-        _opt_str(name),
-        _params(params),
-        result if isinstance(result, Mapping) and result else None,
-    )
+    return _opt_str(name), _params(params), _non_empty(data.get("result"))
+
+
+def _non_empty(value: object) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) and value else None
 
 
 def _params(value: object) -> Mapping[str, Any] | None:

@@ -58,6 +58,29 @@ class TestStatusShapes:
         assert result.body == {"gameId": "g", "expiresIn": 86400}
         assert result.room_id == "3"
 
+    def test_room_read_from_a_top_level_result(self) -> None:
+        """The status code copies a top-level ``result``; the room is read there
+        when taskData has none."""
+        result = TaskResult.from_json(
+            {
+                "taskId": "1-0",
+                "taskData": {"method": "createGameRoom", "body": {}},
+                "status": "SUCCESS",
+                "result": {"roomId": "4", "roomAddress": ADDRESS},
+            }
+        )
+        assert (result.room_id, result.room_address) == ("4", ADDRESS)
+
+        nested = TaskResult.from_json(
+            {
+                "taskId": "1-0",
+                "taskData": {"method": "createGameRoom", "result": {"roomId": "5"}},
+                "status": "SUCCESS",
+                "result": {"roomId": "4"},
+            }
+        )
+        assert nested.room_id == "5"
+
     def test_failed_array_shape(self) -> None:
         result = TaskResult.from_json(
             {
