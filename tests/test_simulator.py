@@ -7,7 +7,10 @@ test names the checklist row it covers.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import random
+import statistics
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -421,11 +424,25 @@ class TestTasks:
     ) -> None:
         """Row: join's second sync phase (a FAILED join still answers 200)."""
         players = await sim.add_players(2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         answer = await api.post(
             "/game/join", {**pay_body("5", players, []), "sync": True}
         )
+        elapsed = loop.time() - started
         assert (answer.status, answer.data["status"]) == (200, "FAILED")
         assert answer.data["errorMessage"] == "Transaction Receipt Failed"
+        # The second phase re-read isJoined sync_checks times before answering.
+        phase = FAST.sync_checks * 2 * FAST.sync_interval
+        assert elapsed >= phase
+
+        room_id = await open_room(api, [])
+        started = loop.time()
+        answer = await api.post(
+            "/game/join", {**pay_body(room_id, players, []), "sync": True}
+        )
+        assert (answer.status, answer.data["status"]) == (200, "SUCCESS")
+        assert loop.time() - started < phase  # everyone in: no second wait
 
     async def test_sequential_worker_keeps_submission_order(self) -> None:
         """Row: configurable worker: sequential processing with per-task latency."""
@@ -461,6 +478,66 @@ class TestTasks:
         least = 3 * 0.002 + 6 * FAST.retry_sleep_scale
         assert record.completed_at - record.submitted_at >= least
 
+    def test_latency_models_are_seeded_and_shaped(self) -> None:
+        """Task latency: fixed, uniform or log-normal, drawn from a seeded source."""
+        models = [
+            Latency.fixed(0.3),
+            Latency.uniform(0.1, 0.5),
+            Latency.lognormal(2.0, 0.5),
+        ]
+        for model in models:
+            first = [model.sample(random.Random(5)) for _ in range(3)]
+            rng_a, rng_b = random.Random(9), random.Random(9)
+            assert [model.sample(rng_a) for _ in range(50)] == [
+                model.sample(rng_b) for _ in range(50)
+            ]
+            assert len(set(first)) == 1
+
+        assert {Latency.fixed(0.3).sample(random.Random(n)) for n in range(5)} == {0.3}
+        rng = random.Random(1)
+        uniform = [Latency.uniform(0.1, 0.5).sample(rng) for _ in range(2000)]
+        assert all(0.1 <= x <= 0.5 for x in uniform)
+        assert 0.28 < statistics.fmean(uniform) < 0.32
+        lognormal = [Latency.lognormal(2.0, 0.5).sample(rng) for _ in range(2000)]
+        assert 1.8 < statistics.median(lognormal) < 2.2
+        assert max(lognormal) > 2 * 2.0  # a long right tail
+        assert min(lognormal) > 0
+
+    def test_sync_budget_defaults_to_the_servers(self) -> None:
+        """Row: sync mode polls 50 times, 500 ms apart; one sequential consumer."""
+        config = SimConfig()
+        assert (config.sync_checks, config.sync_interval) == (50, 0.5)
+        assert config.workers == 1
+        assert config.retry_sleep_scale == 1.0
+
+    @pytest.mark.parametrize("workers", [1, 2, None])
+    async def test_worker_concurrency(self, workers: int | None) -> None:
+        """Row: configurable worker: at most `workers` tasks in service at once."""
+        latency = 0.1
+        config = SimConfig(latency=Latency.fixed(latency), workers=workers)
+        async with Simulator(config) as sim, Probe(sim) as api:
+            ids = [(await api.post("/game/create", {})).task_id for _ in range(6)]
+            for task_id in ids:
+                await api.settle(task_id)
+
+            records = sim.ledger().tasks
+
+        spans = []
+        for record in records:
+            assert record.completed_at is not None
+            spans.append((record.completed_at - latency, record.completed_at))
+
+        # Tasks in service at the same moment (a start inside another's span).
+        overlap = max(
+            sum(1 for s, e in spans if s <= start < e - 1e-9) for start, _ in spans
+        )
+        assert overlap <= (workers or 6)
+        if workers is not None:
+            last = max(end for _, end in spans)
+            assert last - records[0].submitted_at >= latency * (6 // workers)
+        else:
+            assert overlap > 2
+
 
 class TestRooms:
     async def test_room_ids_and_addresses(self, api: Probe) -> None:
@@ -472,6 +549,12 @@ class TestRooms:
             address = room["roomAddress"]
             assert is_address(address)
             assert address != address.lower()
+
+        # Deterministic: another simulator of the same game gives the same rooms.
+        async with Simulator(FAST) as other, Probe(other) as probe:
+            again = [(await run(probe, "/game/create", {})).data for _ in range(3)]
+
+        assert [r["taskData"]["result"] for r in again] == rooms
 
     async def test_numeric_room_id_is_500(self, api: Probe, sim: Simulator) -> None:
         """Row: 500 for non-string roomId on pay/earn/leave/end/helpers."""
@@ -651,6 +734,40 @@ class TestRooms:
         )
         await api.settle(answer.task_id)
         assert sim.ledger().allowances[player.plyr_id]["plyr"] == Decimal("0.1")
+
+    async def test_allowance_delete_helpers_and_expiry(
+        self, api: Probe, sim: Simulator
+    ) -> None:
+        """Row: allowance ledger: delete when short, joinPay/createJoinPay spend,
+        the check ignores expiry while GET allowance honours it."""
+        (player,) = await sim.add_players(1, allowance=5)
+        pid = player.plyr_id
+        room_id = await open_room(api, [player])
+        # Two entries of 3 each fit alone; merged they exceed 5: deleted.
+        body = pay_body(room_id, [player, player], ["3", "3"])
+        assert (await run(api, "/game/pay", body)).data["status"] == "SUCCESS"
+        assert pid not in sim.ledger().allowances
+        answer = await api.post("/game/pay", pay_body(room_id, [player], ["1"]))
+        assert (answer.status, answer.data) == (
+            401,
+            {"error": [f"User not approved: {pid}"]},
+        )
+
+        sim.approve(pid, 10)
+        joined = await run(api, "/game/joinPay", pay_body(room_id, [player], ["2"]))
+        assert joined.data["status"] == "SUCCESS"
+        assert sim.ledger().allowances[pid]["plyr"] == Decimal(8)
+        made = await run(api, "/game/createJoinPay", pay_body("", [player], ["3"]))
+        assert made.data["status"] == "SUCCESS"
+        assert sim.ledger().allowances[pid]["plyr"] == Decimal(5)
+
+        # A lapsed approval reads as 0, yet pay's per-entry check still passes.
+        sim.state.chain.allowances[(pid, sim.game_id, "plyr")].created_at -= 10**9
+        answer = await api.get(f"/game/allowance/{pid}/{sim.game_id}/plyr")
+        assert answer.data == {"allowance": 0}
+        paid = await run(api, "/game/pay", pay_body(room_id, [player], ["1"]))
+        assert paid.data["status"] == "SUCCESS"
+        assert sim.ledger().allowances[pid]["plyr"] == Decimal(4)
 
     async def test_earn_pays_the_fee_and_end_needs_empty_rooms(
         self, api: Probe, sim: Simulator
