@@ -839,6 +839,28 @@ class TestRetries:
         assert client.stats.retries == 3
         assert client.stats.errors == {"ServerError": 1}
 
+    async def test_backoff_doubles_with_jitter_up_to_its_cap(
+        self, api: FakeApi, client: PlyrClient
+    ) -> None:
+        """Waits grow from retry_backoff, doubling up to retry_backoff_max, each
+        drawn from the upper half of its ceiling so that clients spread out."""
+        api.reply = reply_with((503, {"error": "busy"}))
+        ceilings = [0.001, 0.002, 0.004]
+        delays: list[float] = []
+        for _ in range(20):
+            with pytest.raises(ServerError):
+                await client.task_status("1-0")
+
+            waits = sleeps(client)
+            delays += waits
+            assert len(waits) == len(ceilings)
+            for wait, ceiling in zip(waits, ceilings, strict=True):
+                assert ceiling / 2 <= wait <= ceiling
+
+            waits.clear()
+
+        assert len(set(delays)) == len(delays)  # drawn, not fixed
+
     async def test_get_recovers_after_5xx(
         self, api: FakeApi, client: PlyrClient
     ) -> None:
