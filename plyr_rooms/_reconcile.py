@@ -25,9 +25,11 @@ class Reconciling(RoomEngine):
         """Settle the unsettled step from what the service says; nothing is re-sent.
 
         The task's status decides when it is SUCCESS or a revert; otherwise, for
-        steps that move players in or out, ``isJoined`` does. A lost create counts
-        as not done (at worst an empty room is left on chain). A PENDING task is
-        waited for up to *task_wait* seconds (through the poller).
+        steps that move players in or out, ``isJoined`` does. That nobody moved
+        drops a step that moves money only once its task ended FAILED: a task
+        still PENDING (or one whose id never came back) may yet run. A lost
+        create counts as not done (at worst an empty room is left on chain). A
+        PENDING task is waited for up to *task_wait* seconds (through the poller).
 
         Returns:
             True if the room is settled now (the step applied, with its hooks, or
@@ -89,6 +91,12 @@ class Reconciling(RoomEngine):
                 return False, result
 
         joined = await self._membership(gone)
+        if joined is False and not _is_final(gone, result):
+            # Nobody moved yet, but the task may still be queued (PENDING, or no
+            # task id at all): a step that moves money may yet happen, so only
+            # the idempotent join and leave may be dropped on that evidence.
+            joined = None
+
         if joined is not None:
             return joined, result
 
@@ -138,3 +146,13 @@ class Reconciling(RoomEngine):
             return True
 
         return False if not any(seen) else None
+
+
+def _is_final(gone: Unsettled, result: TaskResult | None) -> bool:
+    # Whether "nobody moved" proves the step will never happen: its task ended
+    # FAILED (the worker gave up), or the step is a plain join or leave, which
+    # may be sent again harmlessly if it does happen later.
+    if gone.step in (Step.JOIN, Step.LEAVE):
+        return True
+
+    return result is not None and result.state is TaskState.FAILED

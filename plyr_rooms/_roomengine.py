@@ -207,30 +207,41 @@ class RoomEngine:
         *,
         admit: bool = False,
     ) -> Done | None:
+        # A step counts as in flight (drain waits for it) from the call on:
+        # while queued for the room, in its admission hook, sending, waiting.
+        self.services.begin()
+        try:
+            async with self._exclusive():
+                return await self._checked_step(step, args, send, admit=admit)
+        finally:
+            self.services.done()
+
+    async def _checked_step(
+        self,
+        step: Step,
+        args: Callable[[], StepArgs],
+        send: Send,
+        *,
+        admit: bool,
+    ) -> Done | None:
         # *args* gives the step's players and entries; it runs under the lock so
         # that defaults ("everyone in the room") see the steps queued before.
-        services = self.services
-        async with self._exclusive():
-            if self.unsettled is not None:
-                raise InvalidTransition(self.state, step, (), "unsettled")
+        if self.unsettled is not None:
+            raise InvalidTransition(self.state, step, (), "unsettled")
 
-            ids, entries = args()
-            if admit:
-                plan(self.state, step)  # the table first: no hook for a bad step
-                ids, entries = await self._admit(step, ids, entries)
-                if not ids and not entries and step is Step.CREATE_JOIN_PAY:
-                    reason = "no player was admitted"
-                    raise InvalidTransition(self.state, step, (), reason)
+        ids, entries = args()
+        if admit:
+            plan(self.state, step)  # the table first: no hook for a bad step
+            ids, entries = await self._admit(step, ids, entries)
+            if not ids and not entries and step is Step.CREATE_JOIN_PAY:
+                reason = "no player was admitted"
+                raise InvalidTransition(self.state, step, (), reason)
 
-                if not ids and not entries:
-                    return None
+            if not ids and not entries:
+                return None
 
-            new = advance(self.book, step, ids, entries)
-            services.begin()
-            try:
-                return await self._send_and_wait(step, ids, entries, send, new)
-            finally:
-                services.done()
+        new = advance(self.book, step, ids, entries)
+        return await self._send_and_wait(step, ids, entries, send, new)
 
     async def _send_and_wait(
         self,
@@ -244,7 +255,7 @@ class RoomEngine:
         sent = await self._submit(step, ids, entries, send, seq)
         result = None
         if isinstance(sent, TaskRef):
-            await self._j_submitted(seq, sent.id)
+            await self._keep_task_id(step, ids, entries, sent, seq)
             result = await self._wait(step, ids, entries, sent, seq)
 
         await self._finish(step, new, result, seq, ids, entries)
@@ -304,6 +315,26 @@ class RoomEngine:
             self.tasks += isinstance(sent, TaskRef)
             return sent
 
+    async def _keep_task_id(
+        self,
+        step: Step,
+        ids: tuple[str, ...],
+        entries: tuple[Payment, ...],
+        ref: TaskRef,
+        seq: int | None,
+    ) -> None:
+        # The service took the step. Whatever stops the journal write of its task
+        # id (a cancellation, a journal error), the room must keep the id and stay
+        # unsettled: otherwise a later call would send the step a second time.
+        written = False
+        try:
+            await self._j_submitted(seq, ref.id)
+            written = True
+        finally:
+            if not written:
+                why = "stopped before its task id was journaled"
+                self._mark_unsettled(step, why, ids, entries, seq, ref.id)
+
     async def _wait(
         self,
         step: Step,
@@ -318,22 +349,28 @@ class RoomEngine:
             result = await poller.wait(ref, timeout=self.services.task_timeout)
             settled = True
         except TaskFailed as failed:
+            # The room is marked before any journal write, so that a cancellation
+            # during one cannot leave it looking settled.
             settled = True
             message = failed.result.error_message
             reverted = REVERTED in (message or "")
+            if not reverted:
+                why = f"failed without a revert ({message!r}): it may have executed"
+                self._mark_unsettled(step, why, ids, entries, seq, ref.id)
+
             outcome = "REVERTED" if reverted else "FAILED"
             await self._j_settled(seq, outcome, {"errorMessage": message})
             if not reverted:
-                why = f"failed without a revert ({message!r}): it may have executed"
-                await self._unsettle(step, why, ids, entries, seq, ref.id)
+                await self._j_updated()
 
             raise
         except (TaskTimeout, TaskLost) as unknown:
             settled = True
             why = f"outcome unknown: {unknown}"
+            self._mark_unsettled(step, why, ids, entries, seq, ref.id)
             outcome = "TIMEOUT" if isinstance(unknown, TaskTimeout) else "LOST"
             await self._j_settled(seq, outcome, {"reason": why})
-            await self._unsettle(step, why, ids, entries, seq, ref.id)
+            await self._j_updated()
             raise
         finally:
             if not settled and self.unsettled is None:
@@ -353,9 +390,21 @@ class RoomEngine:
         seq: int | None,
         task_id: str | None = None,
     ) -> None:
+        self._mark_unsettled(step, reason, ids, entries, seq, task_id)
+        await self._j_updated()
+
+    def _mark_unsettled(
+        self,
+        step: Step,
+        reason: str,
+        ids: tuple[str, ...],
+        entries: tuple[Payment, ...],
+        seq: int | None,
+        task_id: str | None = None,
+    ) -> None:
+        # Synchronous on purpose: callers mark the room before they await.
         self.unsettled = Unsettled(step, reason, task_id, ids, entries, seq)
         logger.warning("room %s: %s unsettled: %s", self.key, step.value, reason)
-        await self._j_updated()
 
     async def _finish(
         self,

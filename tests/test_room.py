@@ -13,6 +13,7 @@ import pytest
 from plyr_rooms._schedule import PollSchedule
 from plyr_rooms.client import PlyrClient
 from plyr_rooms.errors import InvalidTransition, TaskFailed, TaskTimeout
+from plyr_rooms.journal import MemoryJournal
 from plyr_rooms.lifecycle import Payment, Player, RoomState, Step, split_earn
 from plyr_rooms.manager import RoomManager
 from plyr_rooms.room import GameRoom, Transition
@@ -20,6 +21,8 @@ from plyr_rooms.simulator import Faults, Latency, SimConfig, Simulator
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
+
+    from plyr_rooms.journal import Journal
 
 
 #: Polls as fast as the tiny simulated latencies call for.
@@ -35,7 +38,7 @@ SCHEDULE = PollSchedule(
 
 @contextlib.asynccontextmanager
 async def running(
-    *, task_timeout: float | None = 5.0, **config: Any
+    *, task_timeout: float | None = 5.0, journal: Journal | None = None, **config: Any
 ) -> AsyncIterator[tuple[Simulator, RoomManager]]:
     """Run a fast simulator and a manager on it."""
     settings: dict[str, Any] = {
@@ -50,6 +53,7 @@ async def running(
         PlyrClient(sim.url, sim.api_key, sim.api_secret, retry_backoff=0.01) as client,
         RoomManager(
             client,
+            journal=journal,
             task_timeout=task_timeout,
             poller_options={"schedule": SCHEDULE, "requests_per_second": 2000.0},
         ) as manager,
@@ -92,6 +96,44 @@ class Duel(GameRoom):
         self.calls.append("play")
         winner = min(self.book.members())
         return {winner: self.book.pot[self.token]}
+
+
+class GatedJournal(MemoryJournal):
+    """A memory journal whose first write of one kind blocks until cancelled.
+
+    *call* names the journal method (``"intend"``, ``"submitted"``, ``"settled"``);
+    for ``"settled"``, *outcome* picks which outcome blocks. ``entered`` is set
+    once the blocking write began; every later write goes through.
+    """
+
+    def __init__(self, call: str, outcome: str | None = None) -> None:
+        super().__init__()
+        self.call = call
+        self.outcome = outcome
+        self.entered = anyio.Event()
+
+    async def _gate(self, call: str, outcome: str | None = None) -> None:
+        if call == self.call and outcome == self.outcome and not self.entered.is_set():
+            self.entered.set()
+            await anyio.sleep_forever()
+
+    async def intend(self, room_key: str, step: str, request: Mapping[str, Any]) -> int:
+        await self._gate("intend")
+        return await super().intend(room_key, step, request)
+
+    async def submitted(self, room_key: str, step_seq: int, task_id: str) -> None:
+        await self._gate("submitted")
+        await super().submitted(room_key, step_seq, task_id)
+
+    async def settled(
+        self,
+        room_key: str,
+        step_seq: int,
+        outcome: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        await self._gate("settled", outcome)
+        await super().settled(room_key, step_seq, outcome, detail)
 
 
 def seed_with_faults(pattern: list[bool], rate: float) -> int:
@@ -294,6 +336,38 @@ class TestRefusals:
         for p in players:
             assert ledger.balances[p.plyr_id]["plyr"] == 40 + net
 
+    @pytest.mark.parametrize("hook", ["on_join_request", "on_joined", "on_paid"])
+    async def test_raising_hook_fails_its_room_only(self, hook: str) -> None:
+        """Any hook that raises: FAILED, on_failed, re-raised; other rooms go on."""
+
+        async def explode(*args: object) -> Any:
+            raise LookupError(f"{hook} broke")
+
+        class Faulty(Duel):
+            room_name = f"tests.Faulty.{hook}"
+
+        setattr(Faulty, hook, explode)
+        async with running() as (sim, manager):
+            players = await sim.add_players(4)
+            faulty = manager.open(Faulty, players[:2])
+            healthy = manager.open(Duel, players[2:])
+            raised: list[BaseException] = []
+
+            async def walk_faulty() -> None:
+                with pytest.raises(LookupError) as caught:
+                    await faulty.run()
+
+                raised.append(caught.value)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(walk_faulty)
+                tg.start_soon(healthy.run)
+
+        assert state_of(faulty) is RoomState.FAILED
+        assert faulty.calls[-1] == "failed:LookupError"
+        assert faulty.error is raised[0]
+        assert state_of(healthy) is RoomState.ENDED
+
     async def test_payouts_that_leave_tokens_fail_the_room(self) -> None:
         """play() must empty the pot: payouts the book refuses are a hook failure."""
 
@@ -393,6 +467,81 @@ class TestUnknownOutcome:
             assert state_of(room) is RoomState.PAID
             assert room.calls == ["created", "joined", "paid"]
 
+    async def test_pending_join_pay_is_not_dropped_because_nobody_joined(
+        self,
+    ) -> None:
+        """isJoined saying "not yet" settles no money step whose task may still run."""
+        seed = seed_with_faults([False, True], 0.5)
+        faults = Faults(stuck_rate=0.5)
+        async with running(seed=seed, faults=faults, task_timeout=0.05) as (
+            sim,
+            manager,
+        ):
+            room = manager.open(Duel, await sim.add_players(2))
+            await room.create()
+            with pytest.raises(TaskTimeout):
+                await room.join_pay()
+
+            assert not await room.reconcile()
+            assert room.unsettled is not None
+            assert room.unsettled.step is Step.JOIN_PAY
+            seen = requests(sim)
+            with pytest.raises(InvalidTransition, match="unsettled"):
+                await room.join_pay()
+
+            assert requests(sim) == seen
+            assert sim.ledger().tasks_by_method.get("joinPayGameRoom") == 1
+
+    @pytest.mark.parametrize(
+        ("call", "outcome", "latency"),
+        [("submitted", None, 0.005), ("settled", "TIMEOUT", 0.3)],
+    )
+    async def test_cancelled_journal_write_keeps_the_room_unsettled(
+        self, call: str, outcome: str | None, latency: float
+    ) -> None:
+        """Cancelled while journaling a sent step: unsettled, task id kept."""
+        journal = GatedJournal(call, outcome)
+        async with running(
+            latency=Latency.fixed(latency), task_timeout=0.02, journal=journal
+        ) as (sim, manager):
+            room = manager.open(Duel, await sim.add_players(2))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(room.create)
+                await journal.entered.wait()
+                tg.cancel_scope.cancel()
+
+            assert room.unsettled is not None
+            assert room.unsettled.task_id is not None
+            seen = requests(sim)
+            with pytest.raises(InvalidTransition, match="unsettled"):
+                await room.create()
+
+            assert requests(sim) == seen
+            assert await room.reconcile(task_wait=5.0)
+
+        assert state_of(room) is RoomState.CREATED
+        assert sim.ledger().tasks_by_method.get("createGameRoom") == 1
+
+    async def test_intent_is_journaled_before_anything_is_sent(self) -> None:
+        """While the intent is being written, the service has seen no request."""
+        journal = GatedJournal("intend")
+        async with running(journal=journal) as (sim, manager):
+            room = manager.open(Duel, await sim.add_players(2))
+            seen = requests(sim)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(room.create)
+                await journal.entered.wait()
+                assert requests(sim) == seen
+                tg.cancel_scope.cancel()
+
+            assert sim.ledger().tasks == ()
+            assert room.unsettled is None
+            await room.create()
+            [entry] = await journal.rooms()
+
+        assert [(s.step, s.outcome) for s in entry.steps] == [("create", "SUCCESS")]
+        assert entry.steps[0].task_id == sim.ledger().tasks[0].task_id
+
     async def test_cancelled_step_does_not_wedge_the_room(self) -> None:
         """Cancelling a step while it waits keeps the task id; the lock is free."""
         async with running(latency=Latency.fixed(0.2)) as (sim, manager):
@@ -429,6 +578,34 @@ class TestConcurrency:
                     await started.wait()
 
         assert order == ["join", "pay", "leave"]
+
+    async def test_a_cancelled_waiting_step_does_not_wedge_the_queue(self) -> None:
+        """A step cancelled while queued behind another never runs nor blocks."""
+        async with running(latency=Latency.fixed(0.05)) as (sim, manager):
+            players = await sim.add_players(2)
+            room = manager.open(Duel, players)
+            await room.create()
+            order: list[str] = []
+            scopes: dict[str, anyio.CancelScope] = {}
+
+            async def step(name: str, started: anyio.Event) -> None:
+                with anyio.CancelScope() as scopes[name]:
+                    started.set()
+                    await getattr(room, name)()
+                    order.append(name)
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    for name in ("join", "pay", "leave"):
+                        started = anyio.Event()
+                        tg.start_soon(step, name, started)
+                        await started.wait()
+
+                    scopes["pay"].cancel()
+
+        assert order == ["join", "leave"]
+        assert "batchPayGameRoom" not in sim.ledger().tasks_by_method
+        assert state_of(room) is RoomState.LEFT
 
     async def test_observers_see_transitions_and_slow_ones_drop(self) -> None:
         """Room observers get every step; a full buffer drops, never blocks."""
