@@ -16,7 +16,7 @@ from plyr_rooms._schedule import PollSchedule
 from plyr_rooms.client import PlyrClient
 from plyr_rooms.errors import PlyrError, PollerClosed, TaskTimeout
 from plyr_rooms.journal import MemoryJournal
-from plyr_rooms.lifecycle import RoomState, split_earn
+from plyr_rooms.lifecycle import Player, RoomState, split_earn
 from plyr_rooms.manager import ManagerClosed, RoomManager
 from plyr_rooms.room import REVERTED, GameRoom
 from plyr_rooms.simulator import Faults, Latency, SimConfig, Simulator
@@ -191,6 +191,35 @@ class TestDrain:
         assert all(room.state is RoomState.ENDED for room in rooms)
         assert manager.stats.ended == 4
 
+    async def test_drain_waits_for_a_step_in_its_admission_hook(self) -> None:
+        """A step of a custom flow counts from its call: drain lets it finish."""
+        entered, release = anyio.Event(), anyio.Event()
+
+        class Gatekeeper(Coin):
+            room_name = "tests.Gatekeeper"
+
+            async def on_join_request(
+                self, players: tuple[Player, ...]
+            ) -> Mapping[str, str]:
+                entered.set()
+                await release.wait()
+                return {}
+
+        async with simulator() as sim:
+            players = await sim.add_players(2)
+            async with managing(sim) as manager, anyio.create_task_group() as tg:
+                room = manager.open(Gatekeeper, players)
+                await room.create()
+                tg.start_soon(room.join)
+                await entered.wait()
+                tg.start_soon(manager.drain, 10.0)
+                await anyio.wait_all_tasks_blocked()
+                assert manager.services.busy == 1
+                release.set()
+
+        assert room.state is RoomState.JOINED
+        assert sim.ledger().tasks_by_method.get("joinGameRoom") == 1
+
     async def test_drain_deadline_leaves_rooms_unsettled_with_task_ids(self) -> None:
         """Past the deadline, waiting steps keep their task ids for later."""
         started = anyio.Event()
@@ -277,6 +306,40 @@ class TestJournal:
         assert ledger.tasks_by_method.get("batchPayGameRoom", 0) == pays
         assert ledger.tasks_by_method.get("earnLeaveEndGameRoom") == 1
         assert ledger.total("plyr") == 400
+        assert await journal.unfinished() == []
+
+    async def test_resume_on_entry_with_a_registry(self) -> None:
+        """``RoomManager(..., resume=True)`` takes the journal back on entry."""
+        journal = MemoryJournal()
+        async with simulator() as sim:
+            players = await sim.add_players(2, balance=100)
+            async with managing(sim, journal=journal) as first:
+                paid = first.open(Coin, players)
+                await paid.create_join_pay()
+                assert paid.room_id is not None
+                assert first.find(paid.room_id) is paid
+                assert first.by_state(RoomState.PAID) == [paid]
+
+            pays = sim.ledger().tasks_by_method.get("createJoinPayGameRoom")
+            async with (
+                PlyrClient(sim.url, sim.api_key, sim.api_secret) as client,
+                RoomManager(
+                    client,
+                    journal=journal,
+                    registry={"tests.Coin": Coin},
+                    resume=True,
+                    poller_options={"schedule": SCHEDULE},
+                ) as second,
+            ):
+                stats = second.stats
+
+            ledger = sim.ledger()
+
+        assert stats.opened == 1
+        assert stats.ended == 1
+        assert ledger.tasks_by_method.get("createJoinPayGameRoom") == pays == 1
+        assert ledger.rooms[paid.room_id].ended
+        assert ledger.total("plyr") == 200
         assert await journal.unfinished() == []
 
 

@@ -21,6 +21,7 @@ import contextlib
 import json
 import random
 import signal
+import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
@@ -31,6 +32,7 @@ import pytest
 from _crash_child import SCHEDULE, CrashDuel
 
 from plyr_rooms._cli_rooms import add_parser, unsettled_reason
+from plyr_rooms._journal_sqlite import SCHEMA_VERSION
 from plyr_rooms._resume import (
     MONEY_STEPS,
     ResumeReport,
@@ -408,6 +410,29 @@ class TestCommands:
         code = await command(["rooms", "--journal", str(tmp_path / "none.sqlite3")])
         assert code == 2
         assert "no journal" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("name", ["rooms", "resume"])
+    async def test_a_newer_journal_is_refused_with_a_clear_message(
+        self, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Both commands refuse a journal from a newer plyr-rooms and leave it."""
+        path = tmp_path / "journal.sqlite3"
+        async with SQLiteJournal(path) as journal:
+            await journal.room_opened(RoomRecord("k1", "tests.Gone"))
+
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+            conn.commit()
+
+        before = path.read_bytes()
+        code = await command([name, "--journal", str(path)])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert f"plyr-rooms {name}: journal" in err
+        assert f"schema version {SCHEMA_VERSION + 1}" in err
+        assert "upgrade plyr-rooms" in err
+        assert "Traceback" not in err
+        assert path.read_bytes() == before
 
 
 def _open(report: dict[str, Any]) -> list[dict[str, Any]]:
