@@ -46,6 +46,8 @@ class DiceDuel(GameRoom):
             self.rolls = {p: self.dice.randint(1, 6) for p in players}
             best = max(self.rolls.values())
             winners = [p for p, roll in self.rolls.items() if roll == best]
+            rolled = ", ".join(f"{p} rolled {r}" for p, r in self.rolls.items())
+            print(f"room {self.room_id}: {rolled}")
             if len(winners) == 1:
                 return {winners[0]: self.book.pot[self.token]}
 
@@ -66,8 +68,6 @@ async def main(seed: int = 1) -> int:
 
     [payout] = room.payouts
     net, fee = split_earn(payout.amount)
-    rolls = ", ".join(f"{p} rolled {r}" for p, r in sorted(room.rolls.items()))
-    print(rolls)
     print(f"{payout.plyr_id} wins {net} plyr ({payout.amount} less {fee} fee)")
     for player in (alice, bob):
         print(f"  {player.plyr_id}: {ledger.balances[player.plyr_id]['plyr']} plyr")
