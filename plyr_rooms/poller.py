@@ -481,7 +481,11 @@ class TaskPoller:
 
     def _on_rate_limited(self, now: float, error: RateLimited) -> None:
         self._rate_limited += 1
+        pausing = self._scheduler.paused_until > now
         until = self._scheduler.rate_limited(now, error.retry_after)
+        if pausing:
+            return  # a check sent before the pause began: the pause is logged
+
         logger.warning(
             "status checks rate limited (429, Retry-After %s); pausing %.2f s",
             error.retry_after,
