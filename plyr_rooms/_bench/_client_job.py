@@ -96,6 +96,7 @@ async def run_strategy(
         "client_requests": dict(client_stats.requests_by_route),
         "client_retries": client_stats.retries,
         "client_errors": dict(client_stats.errors),
+        "poller": recorder.poller,
     }
 
 
@@ -130,6 +131,7 @@ async def _run_rooms(
 
             walk = TaskWalk(client, config, recorder, wait)
             await _all_rooms(walk.run_room, config, target)
+            recorder.poller_closing(poller.stats)
     else:
         from ._rooms import run_room_strategy
 

@@ -117,6 +117,7 @@ def summarize(
         "client_retries": job["client_retries"],
         "sim_cpu_s": sim_cpu,
         "profile": job.get("profile"),
+        "poller": job.get("poller"),
         "samples": {
             "added_latency_s": added,
             "status_times_s": [t - job["started"] for t in job["status_times"]],

@@ -124,11 +124,15 @@ async def run_room_strategy(
             journal=journal,
             task_timeout=config.step_timeout,
         ) as manager,
-        anyio.create_task_group() as group,
     ):
-        for index in range(config.rooms):
-            players = room_players(target.players, index, config.players)
-            group.start_soon(_walk, manager, index, players, config, recorder, atomic)
+        async with anyio.create_task_group() as group:
+            for index in range(config.rooms):
+                players = room_players(target.players, index, config.players)
+                group.start_soon(
+                    _walk, manager, index, players, config, recorder, atomic
+                )
+
+        recorder.poller_closing(poller.stats)
 
 
 async def _walk(

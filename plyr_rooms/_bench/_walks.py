@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from ..client import PlyrClient
+    from ..poller import PollerStats
     from ._config import BenchConfig, Player
 
 __all__ = ["CountingSource", "Recorder", "TaskWalk", "naive_waiter"]
@@ -49,6 +50,12 @@ class Recorder:
     rooms_failed: int = 0
     errors: dict[str, int] = attrs.Factory(dict)
     first_error: str | None = None
+    # The shared poller's stats as it closed (None for strategies without one).
+    poller: dict[str, Any] | None = None
+
+    def poller_closing(self, stats: PollerStats) -> None:
+        """Keep the shared poller's final stats for the report."""
+        self.poller = attrs.asdict(stats)
 
     def step(self, room: int, step: str, task_id: str | None, started: float) -> None:
         """Record a step that just returned successfully."""
