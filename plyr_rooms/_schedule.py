@@ -21,7 +21,7 @@ import collections
 import enum
 import math
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = ["Outcome", "PollSchedule", "Scheduler"]
+
+_K = TypeVar("_K")
 
 # After this many unsettled answers to checks placed by the queue model, a task is
 # treated as a straggler and goes back to its own schedule.
@@ -78,7 +80,18 @@ class _Task:
     submitted_at: float
     # Registration order: the queue model's notion of submission order.
     ordinal: int
-    jitter: float
+    # Jitter of the first check in seconds, drawn when the task is added as a
+    # share of the first-check delay of that moment. It stays put when the
+    # delay is learned anew, so unchecked tasks keep one order by
+    # submitted_at + offset, and their due times follow it exactly.
+    offset: float
+    # submitted_at + offset, as the index holds it: due times are computed
+    # from this very float, so that the index's bounds never exceed them.
+    first_key: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.first_key = self.submitted_at + self.offset
+
     checks: int = 0
     last_check: float | None = None
     # Lower end of the bracket on the completion time: last time seen PENDING.
@@ -132,14 +145,19 @@ class Scheduler:
         # Every task not in flight sits in exactly one of the first two indices:
         # checked ones by own due time, split by whether the queue model may
         # place them; unchecked ones per (method, may be placed) by submission
-        # time, which orders their own due times up to jitter. Checked tasks the
-        # queue model may place are also in the queue line, by ordinal.
+        # time plus offset, the order of their own due times. Unchecked tasks
+        # the queue model may place are also kept per method by submission
+        # time, and checked ones in the queue line, by ordinal.
         self._checked: dict[bool, KeyHeap[_Task]] = {
             False: KeyHeap(),
             True: KeyHeap(),
         }
         self._unchecked: dict[tuple[str, bool], SortedRun[_Task]] = {}
+        self._unchecked_line: dict[str, SortedRun[_Task]] = {}
         self._line: SortedRun[_Task] = SortedRun()
+        # Per method, the least offset drawn so far: with the current delay it
+        # bounds every unchecked task's own due time from below.
+        self._least_offset: dict[str, float] = {}
         # The earliest due time of a task not in flight (None: no such task),
         # while _earliest_known; any change but an addition forgets it.
         self._earliest: float | None = None
@@ -187,8 +205,11 @@ class Scheduler:
         if task_id in self._tasks:
             return
 
-        jitter = self._rng.uniform(-1.0, 1.0)
-        task = _Task(task_id, method, submitted_at, self._ordinal, jitter)
+        share = self.schedule.jitter * self._rng.uniform(-1.0, 1.0)
+        offset = share * self.first_delay(method)
+        least = self._least_offset.get(method, offset)
+        self._least_offset[method] = min(least, offset)
+        task = _Task(task_id, method, submitted_at, self._ordinal, offset)
         self._tasks[task_id] = task
         self._ordinal += 1
         self._index(task)
@@ -277,8 +298,8 @@ class Scheduler:
         if task.next_check is not None:
             return task.next_check
 
-        delay = self.first_delay(task.method) * (1 + self.schedule.jitter * task.jitter)
-        return task.submitted_at + max(self.schedule.min_first_delay, delay)
+        floor = task.submitted_at + self.schedule.min_first_delay
+        return max(floor, task.first_key + self.first_delay(task.method))
 
     def _uses_queue(self, task: _Task) -> bool:
         return self.ordered and _placeable(task)
@@ -287,10 +308,10 @@ class Scheduler:
         return self.ordered and self._anchor is not None
 
     def _lowest_first_delay(self, method: str) -> float:
-        # A bound below _own_due of every unchecked task of *method*: the same
-        # arithmetic at the lowest jitter (float rounding is monotone).
-        delay = self.first_delay(method) * (1 + self.schedule.jitter * -1.0)
-        return max(self.schedule.min_first_delay, delay)
+        # A bound below _own_due of every unchecked task of *method*, less the
+        # submission time: the least offset, and a microsecond for rounding.
+        delay = self.first_delay(method) + self._least_offset.get(method, 0.0)
+        return max(self.schedule.min_first_delay, delay) - 1e-6
 
     def _floor(self, task: _Task) -> float:
         # The earliest the queue model may place the task's next check.
@@ -323,12 +344,9 @@ class Scheduler:
         if task.next_check is not None:
             self._checked[placed].push(task.next_check, task)
         else:
-            key = (task.method, placed)
-            run = self._unchecked.get(key)
-            if run is None:
-                run = self._unchecked[key] = SortedRun()
-
-            run.add(task.submitted_at, task)
+            _run_of(self._unchecked, (task.method, placed)).add(task.first_key, task)
+            if placed:
+                _run_of(self._unchecked_line, task.method).add(task.submitted_at, task)
 
         if placed and task.next_check is not None:
             self._line.add(task.ordinal, task)
@@ -337,19 +355,22 @@ class Scheduler:
         # Each index read in the order of a lower bound of its tasks' due times
         # (see merge_due): checked tasks by their own due time, or that plus
         # max_defer when the queue model may place them earlier; unchecked ones
-        # by submission plus the least jittered first-check delay (or as
-        # _unchecked_in_line says); the queue line by its predicted times.
+        # by submission plus offset plus the first-check delay (their own due
+        # time but for the min_first_delay floor), or, for those the queue model
+        # places, as _unchecked_in_line says; the queue line by its predicted
+        # times.
         queue = self._queue_on()
         defer = self.schedule.max_defer
         sources = [self._checked[False].ordered()]
         placed = self._checked[True].ordered()
         sources.append(((k + defer, t) for k, t in placed) if queue else placed)
         for (method, placeable), run in self._unchecked.items():
+            if not (queue and placeable):
+                sources.append(_shifted(run.scan(), self.first_delay(method)))
+
+        for method, run in self._unchecked_line.items() if queue else ():
             low = self._lowest_first_delay(method)
-            if queue and placeable:
-                sources.append(self._unchecked_in_line(run, low))
-            else:
-                sources.append(_shifted(run.scan(), low))
+            sources.append(self._unchecked_in_line(run, low))
 
         if queue:
             sources.append((self._predict(t.ordinal), t) for _, t in self._line.scan())
@@ -567,12 +588,20 @@ class Scheduler:
 
 
 def _shifted(
-    run: Iterable[tuple[float, _Task]], low: float
+    run: Iterable[tuple[float, _Task]], delay: float
 ) -> Iterator[tuple[float, _Task]]:
-    # Submission times to bounds of the own due time (the arithmetic of
-    # _own_due at the least jitter).
-    for submitted_at, task in run:
-        yield submitted_at + low, task
+    # First keys to bounds of the own due time: the arithmetic of _own_due
+    # without its min_first_delay floor.
+    for key, task in run:
+        yield key + delay, task
+
+
+def _run_of(runs: dict[_K, SortedRun[_Task]], key: _K) -> SortedRun[_Task]:
+    run = runs.get(key)
+    if run is None:
+        run = runs[key] = SortedRun()
+
+    return run
 
 
 def _placeable(task: _Task) -> bool:
