@@ -50,12 +50,22 @@ _ORDER_SMOOTHING = 0.05
 _PACE_QUANTILE = 0.15
 _PACE_RATE = 0.5
 _PACE_BOUNDS = (0.001, 60.0)
-# Until a method has this many observations, each sweep first-checks only a few of
-# its tasks, so that a burst of submissions teaches the delay before it is spent.
+# Until a method has this many observations, only a few of its tasks get their
+# first check per _PROBE_PERIOD seconds (_PROBE_MIN plus a quarter of what was
+# observed), so that a burst of submissions teaches the delay before it is
+# spent. The quota is per time, not per sweep, so that it does not grow with
+# the sweep rate.
 _PROBE_UNTIL = 128
 _PROBE_MIN = 8
+_PROBE_PERIOD = 0.05
 # The learned delay rests on this many latest first checks per method.
 _WINDOW = 256
+# Once a method is learned (past _PROBE_UNTIL and bracketed), its delay is
+# fitted again after this many new first checks rather than after every sweep:
+# one fit reads the whole window, and a few answers barely move it.
+_REFIT_EVERY = 8
+# First-check jitter follows the learned delay within this factor.
+_RESCALE = 1.25
 
 
 class Outcome(enum.Enum):
@@ -80,17 +90,13 @@ class _Task:
     submitted_at: float
     # Registration order: the queue model's notion of submission order.
     ordinal: int
-    # Jitter of the first check in seconds, drawn when the task is added as a
-    # share of the first-check delay of that moment. It stays put when the
-    # delay is learned anew, so unchecked tasks keep one order by
-    # submitted_at + offset, and their due times follow it exactly.
-    offset: float
-    # submitted_at + offset, as the index holds it: due times are computed
-    # from this very float, so that the index's bounds never exceed them.
-    first_key: float = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.first_key = self.submitted_at + self.offset
+    # Jitter of the first check, as a share of a delay (within ±jitter).
+    share: float
+    # submitted_at + share * the method's jitter scale, set when the task is
+    # indexed: unchecked tasks of a method keep this order whatever delay is
+    # learned, and their due times are computed from this very float, so that
+    # the index's bounds never exceed them.
+    first_key: float = 0.0
 
     checks: int = 0
     last_check: float | None = None
@@ -128,6 +134,11 @@ class Scheduler:
         # log of the learned first-check delay per method
         self._log_delay: dict[str, float] = {}
         self._observed: dict[str, int] = {}
+        # Per method, the observation count at its latest fit.
+        self._fitted_at: dict[str, int] = {}
+        # Per method being learned: first checks it may still make, and when
+        # that allowance was last topped up.
+        self._probe_allowance: dict[str, tuple[float, float]] = {}
         # Per method, the latest first checks: (seconds after submission, settled).
         self._first_checks: dict[str, collections.deque[tuple[float, bool]]] = {}
         # Methods whose first checks fall on both sides of the learned delay.
@@ -155,9 +166,10 @@ class Scheduler:
         self._unchecked: dict[tuple[str, bool], SortedRun[_Task]] = {}
         self._unchecked_line: dict[str, SortedRun[_Task]] = {}
         self._line: SortedRun[_Task] = SortedRun()
-        # Per method, the least offset drawn so far: with the current delay it
-        # bounds every unchecked task's own due time from below.
-        self._least_offset: dict[str, float] = {}
+        # Per method, the delay that first-check jitter is a share of: the
+        # learned delay, updated (and the unchecked tasks indexed anew) only
+        # when the two part by more than _RESCALE, so that the order holds.
+        self._jitter_scale: dict[str, float] = {}
         # The earliest due time of a task not in flight (None: no such task),
         # while _earliest_known; any change but an addition forgets it.
         self._earliest: float | None = None
@@ -206,10 +218,8 @@ class Scheduler:
             return
 
         share = self.schedule.jitter * self._rng.uniform(-1.0, 1.0)
-        offset = share * self.first_delay(method)
-        least = self._least_offset.get(method, offset)
-        self._least_offset[method] = min(least, offset)
-        task = _Task(task_id, method, submitted_at, self._ordinal, offset)
+        self._jitter_scale.setdefault(method, self.first_delay(method))
+        task = _Task(task_id, method, submitted_at, self._ordinal, share)
         self._tasks[task_id] = task
         self._ordinal += 1
         self._index(task)
@@ -309,8 +319,9 @@ class Scheduler:
 
     def _lowest_first_delay(self, method: str) -> float:
         # A bound below _own_due of every unchecked task of *method*, less the
-        # submission time: the least offset, and a microsecond for rounding.
-        delay = self.first_delay(method) + self._least_offset.get(method, 0.0)
+        # submission time: the least jitter, and a microsecond for rounding.
+        least = -self.schedule.jitter * self._jitter_scale.get(method, 0.0)
+        delay = self.first_delay(method) + least
         return max(self.schedule.min_first_delay, delay) - 1e-6
 
     def _floor(self, task: _Task) -> float:
@@ -344,6 +355,8 @@ class Scheduler:
         if task.next_check is not None:
             self._checked[placed].push(task.next_check, task)
         else:
+            scale = self._jitter_scale[task.method]
+            task.first_key = task.submitted_at + task.share * scale
             _run_of(self._unchecked, (task.method, placed)).add(task.first_key, task)
             if placed:
                 _run_of(self._unchecked_line, task.method).add(task.submitted_at, task)
@@ -395,17 +408,12 @@ class Scheduler:
     def _take(
         self, now: float, limit: int, due: Iterable[tuple[float, bool, _Task]]
     ) -> list[str]:
-        probes: dict[str, int] = {}
         picked: list[str] = []
         for _, queued, task in due:
             if len(picked) >= limit:
                 break
 
-            if (
-                task.checks == 0
-                and not self.ordered
-                and not self._may_probe(task, probes)
-            ):
+            if task.checks == 0 and not self.ordered and not self._may_probe(now, task):
                 continue
 
             task.in_flight = True
@@ -440,19 +448,21 @@ class Scheduler:
 
         return max(min(dues), self._paused_until)
 
-    def _may_probe(self, task: _Task, probes: dict[str, int]) -> bool:
-        # Few first checks per sweep for a method still being learned: while its
-        # delay is only extrapolated, a burst of submissions waits for it.
+    def _may_probe(self, now: float, task: _Task) -> bool:
+        # Few first checks per probe period for a method still being learned:
+        # while its delay is only extrapolated, a burst of submissions waits.
         seen = self._observed.get(task.method, 0)
-        bracketed = task.method in self._bracketed
-        if seen >= _PROBE_UNTIL and bracketed:
+        if seen >= _PROBE_UNTIL and task.method in self._bracketed:
             return True
 
-        taken = probes.get(task.method, 0)
-        if taken >= _PROBE_MIN + seen // 4:
+        quota = _PROBE_MIN + seen // 4
+        left, since = self._probe_allowance.get(task.method, (quota, now))
+        left = min(quota, left + quota * max(0.0, now - since) / _PROBE_PERIOD)
+        if left < 1:
+            self._probe_allowance[task.method] = (left, now)
             return False
 
-        probes[task.method] = taken + 1
+        self._probe_allowance[task.method] = (left - 1, now)
         return True
 
     def _reschedule(self, now: float, task: _Task, outcome: Outcome) -> None:
@@ -508,6 +518,10 @@ class Scheduler:
             self._observed[task.method] = self._observed.get(task.method, 0) + 1
 
         for method in touched:
+            if not self._refit_due(method):
+                continue
+
+            self._fitted_at[method] = self._observed[method]
             delay, inside = quantile(
                 self._first_checks[method], self.schedule.first_quantile
             )
@@ -518,6 +532,35 @@ class Scheduler:
 
             low, high = self.schedule.min_first_delay, self.schedule.max_first_delay
             self._log_delay[method] = math.log(min(max(delay, low), high))
+            self._rescale_jitter(method)
+
+    def _rescale_jitter(self, method: str) -> None:
+        # Keep first-check jitter a share of the delay in use (a burst added
+        # before anything was learned would otherwise keep the default's
+        # jitter): once they part by more than _RESCALE, index the method's
+        # unchecked tasks anew at the learned delay. Rare: the delay settles.
+        delay, scale = self.first_delay(method), self._jitter_scale[method]
+        if max(delay, scale) <= _RESCALE * min(delay, scale):
+            return
+
+        self._jitter_scale[method] = delay
+        waiting = [
+            task
+            for placeable in (False, True)
+            if (run := self._unchecked.get((method, placeable))) is not None
+            for _, task in run.scan()
+        ]
+        for task in waiting:
+            self._index(task)
+
+        self._earliest_known = False
+
+    def _refit_due(self, method: str) -> bool:
+        seen = self._observed[method]
+        if seen < _PROBE_UNTIL or method not in self._bracketed:
+            return True
+
+        return seen - self._fitted_at.get(method, 0) >= _REFIT_EVERY
 
     def _learn_order(self, now: float, found: list[tuple[_Task, Outcome]]) -> None:
         settled = [t.ordinal for t, o in found if o is Outcome.SETTLED]
