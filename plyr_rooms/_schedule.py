@@ -261,11 +261,18 @@ class Scheduler:
         due = merge_due(self._sources(), self._placement, now)
         return self._take(now, limit, due)
 
-    def record(self, now: float, outcomes: Mapping[str, Outcome]) -> None:
+    def record(
+        self,
+        now: float,
+        outcomes: Mapping[str, Outcome],
+        read_at: Mapping[str, float] | None = None,
+    ) -> None:
         """Apply what one sweep's checks found, learn from it, reschedule.
 
         Settled tasks leave the schedule; ids not picked (or since removed) are
-        ignored.
+        ignored. *read_at* gives, where known, when each status was read (the
+        midpoint of its request); otherwise it is taken to be the midpoint of
+        the pick and *now*.
         """
         # Only tasks this scheduler picked: a task removed and added again
         # while its check was out learns nothing from that check.
@@ -275,7 +282,7 @@ class Scheduler:
             if (task := self._tasks.get(task_id)) is not None and task.in_flight
         ]
         found.sort(key=lambda item: item[0].ordinal)
-        self._learn_delays(now, found)
+        self._learn_delays(now, found, read_at or {})
         self._learn_order(now, found)
         for task, outcome in found:
             self._reschedule(now, task, outcome)
@@ -496,7 +503,12 @@ class Scheduler:
 
     # -- learning -------------------------------------------------------------
 
-    def _learn_delays(self, now: float, found: list[tuple[_Task, Outcome]]) -> None:
+    def _learn_delays(
+        self,
+        now: float,
+        found: list[tuple[_Task, Outcome]],
+        read_at: Mapping[str, float],
+    ) -> None:
         # Each task's first check says whether it had completed that long after
         # its submission ("current status" data); the delay is re-estimated
         # from the latest of them per method.
@@ -511,8 +523,10 @@ class Scheduler:
                     maxlen=_WINDOW
                 )
 
-            # The status was read between the pick and now.
-            elapsed = (task.picked_at + now) / 2 - task.submitted_at
+            # The status was read between the pick and now: under load a
+            # sweep's end can come long after a check's answer.
+            read = read_at.get(task.task_id, (task.picked_at + now) / 2)
+            elapsed = read - task.submitted_at
             window.append((max(elapsed, 1e-6), outcome is Outcome.SETTLED))
             touched.add(task.method)
             self._observed[task.method] = self._observed.get(task.method, 0) + 1

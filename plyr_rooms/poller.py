@@ -360,9 +360,10 @@ class TaskPoller:
 
     async def _sweep(self, task_ids: list[str]) -> None:
         outcomes: dict[str, Outcome] = {}
+        read_at: dict[str, float] = {}
         async with anyio.create_task_group() as task_group:
             for task_id in task_ids:
-                task_group.start_soon(self._check, task_id, outcomes)
+                task_group.start_soon(self._check, task_id, outcomes, read_at)
 
         self._sweeps += 1
         self._checked += len(task_ids)
@@ -375,7 +376,7 @@ class TaskPoller:
             if outcome is Outcome.SETTLED and task_id in self._watches:
                 outcomes[task_id] = Outcome.UNKNOWN
 
-        self._scheduler.record(time.monotonic(), outcomes)
+        self._scheduler.record(time.monotonic(), outcomes, read_at)
         self._wakeup.set()
         if not logger.isEnabledFor(logging.DEBUG):
             return
@@ -390,17 +391,22 @@ class TaskPoller:
             "by queue order" if self._scheduler.ordered else "by learned delay",
         )
 
-    async def _check(self, task_id: str, outcomes: dict[str, Outcome]) -> None:
+    async def _check(
+        self, task_id: str, outcomes: dict[str, Outcome], read_at: dict[str, float]
+    ) -> None:
         try:
             if task_id not in self._watches:
                 return  # nobody waits any more
 
             self._requests += 1
             reply: TaskResult | Exception
+            sent = time.monotonic()
             try:
                 reply = await self._client.task_status(task_id, retry=False)
             except Exception as exc:  # sorted out in _apply; never cancellation
                 reply = exc
+
+            read_at[task_id] = (sent + time.monotonic()) / 2
         finally:
             self._in_flight -= 1
             if self._in_flight == self._max_concurrency - 1:
