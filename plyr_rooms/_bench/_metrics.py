@@ -73,6 +73,11 @@ def summarize(
         for _room, _step, task_id, _started, returned in steps
         if task_id in completed
     ]
+    by_step: dict[str, list[float]] = {}
+    for _room, step, task_id, _started, returned in steps:
+        if task_id in completed:
+            by_step.setdefault(step, []).append(returned - completed[task_id])
+
     step_latency = [returned - started for _r, _s, _t, started, returned in steps]
     wall = job["finished"] - job["started"]
     client_requests = sum(job["client_requests"].values())
@@ -101,6 +106,7 @@ def summarize(
         "status_requests_client": len(job["status_times"]),
         "status_per_task": status / tasks if tasks else None,
         "added_latency_s": percentiles(added),
+        "added_latency_by_step_s": {k: percentiles(v) for k, v in by_step.items()},
         "step_latency_s": percentiles(step_latency),
         "wall_s": wall,
         "rooms_per_s": job["rooms_ended"] / wall if wall > 0 else None,
