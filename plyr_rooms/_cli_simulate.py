@@ -63,7 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="SPEC",
         help="e.g. revert=0.05,stuck=0.01,not_found_window=2,rate_limit_rps=20,"
         "rate_limit_retry_after=1,rate_limit_html,server_error=0.01,drop=0.01,"
-        "failed_but_executed=0.01,double_execution=0.01",
+        "failed_but_executed=0.01,double_execution=0.01,late_revert=0.01",
     )
     parser.add_argument(
         "--players", type=int, default=4, help="ready players (default: 4)"

@@ -92,8 +92,9 @@ async def test_revert_is_not_retried() -> None:
     [
         (Faults(failed_but_executed_rate=1.0), "FAILED", 4),
         (Faults(double_execution_rate=1.0), "SUCCESS", 8),
+        (Faults(late_revert_rate=1.0), "FAILED", 4),
     ],
-    ids=["failed-but-executed", "double-execution"],
+    ids=["failed-but-executed", "double-execution", "late-revert"],
 )
 async def test_allowance_is_spent_only_by_a_success(
     faults: Faults, status: str, paid: int
@@ -135,6 +136,29 @@ async def test_double_execution_rate() -> None:
         # The answer names the second room; the first exists all the same.
         room_ids = sorted(int(a.data["taskData"]["result"]["roomId"]) for a in answers)
         assert room_ids[-1] == N + doubled
+
+
+async def test_late_revert_rate() -> None:
+    """The first attempt executes and loses its receipt; the retry reverts."""
+    faults = Faults(late_revert_rate=0.3)
+    async with Simulator(config(faults)) as sim, Probe(sim) as api:
+        answers = await create_many(api)
+        failed = [a for a in answers if a.data["status"] == "FAILED"]
+        assert_rate(len(failed), N, 0.3)
+        assert {a.data["errorMessage"] for a in failed} == {
+            "Transaction Receipt Failed"
+        }
+        # Every task executed exactly once, the reverted ones included.
+        assert len(sim.ledger().rooms) == N
+        # A reverted one answers only after the lost receipt's budget (40 s,
+        # scaled like the retry sleeps) and the first retry sleep.
+        ids = {a.data["taskId"] for a in failed}
+        scale = config(faults).retry_sleep_scale
+        for record in sim.ledger().tasks:
+            if record.task_id in ids:
+                assert record.completed_at is not None
+                took = record.completed_at - record.submitted_at
+                assert took >= 41 * scale
 
 
 async def test_stuck_rate() -> None:

@@ -110,6 +110,10 @@ class Faults:
     #: Tasks whose first attempt executes but loses its receipt, so the retry
     #: executes them a second time (a double pay, a second room) and succeeds.
     double_execution_rate: float = attrs.field(default=0.0, validator=_rate)
+    #: Tasks whose first attempt executes but loses its receipt, and whose retry
+    #: then reverts: FAILED ``Transaction Receipt Failed`` although the operation
+    #: happened once. Their result comes after the attempt's 40 s receipt budget.
+    late_revert_rate: float = attrs.field(default=0.0, validator=_rate)
     #: Tasks that stay PENDING forever (a worker crashed mid-task).
     stuck_rate: float = attrs.field(default=0.0, validator=_rate)
     #: Seconds after submission during which the status endpoint says NOT_FOUND.
@@ -191,7 +195,8 @@ class SimConfig:
         sync_checks: how many status checks a ``sync`` call makes.
         sync_interval: seconds between those checks (join's second phase waits
             twice as long between its ``isJoined`` re-checks).
-        retry_sleep_scale: multiplies the worker's 1 s, 2 s, 3 s retry sleeps.
+        retry_sleep_scale: multiplies the worker's 1 s, 2 s, 3 s retry sleeps
+            and the 40 s an attempt whose receipt is lost takes to fail.
         game_id: the API key's plyrId, i.e. the caller's game.
     """
 

@@ -42,6 +42,17 @@ TIMEOUT_MESSAGE = (
     " later"
 )
 _ATTEMPTS = 3
+# Seconds an attempt whose receipt never arrives takes to fail (the worker's
+# per-attempt budget), scaled like the retry sleeps.
+_RECEIPT_BUDGET = 40.0
+
+
+class _ReceiptLost(PlainError):
+    # The transaction was sent (it may have executed), but no receipt came
+    # within the attempt's budget.
+    pass
+
+
 _PENDING_BODY = b'{"status":"PENDING"}'
 _NOT_FOUND_BODY = b'{"status":"NOT_FOUND"}'
 _STREAM_ID = re.compile(r"([0-9]+)(?:-([0-9]+))?")
@@ -197,6 +208,7 @@ class Worker:
             ("revert", faults.revert_rate),
             ("executed", faults.failed_but_executed_rate),
             ("double", faults.double_execution_rate),
+            ("late_revert", faults.late_revert_rate),
         ):
             if draw < rate:
                 return name
@@ -218,6 +230,9 @@ class Worker:
             result = self._execute(task, attempt)
         except Revert:
             self._settle(task, TaskState.FAILED, error=RECEIPT_FAILED)
+        except _ReceiptLost:
+            budget = _RECEIPT_BUDGET * self._config.retry_sleep_scale
+            self._retry(task, attempt, None, budget)
         except (ViemError, PlainError) as exc:
             message = exc.short_message if isinstance(exc, ViemError) else None
             self._retry(task, attempt, message)
@@ -237,18 +252,27 @@ class Worker:
             # the retries then fail on their own, with no viem message.
             if attempt == 1:
                 self._chain.run(task.method, task.params, self._now())
+                raise _ReceiptLost("receipt timed out")
 
             raise PlainError("receipt timed out")
 
-        if task.fault == "double" and attempt == 1:
-            # Executed, receipt lost; the retry executes the operation again.
+        if task.fault in ("double", "late_revert") and attempt == 1:
+            # Executed, receipt lost; the retry executes the operation again,
+            # or (late_revert) reverts: FAILED although it happened once.
             self._chain.run(task.method, task.params, self._now())
-            raise PlainError("receipt timed out")
+            raise _ReceiptLost("receipt timed out")
+
+        if task.fault == "late_revert":
+            raise Revert("injected revert after a lost receipt")
 
         return self._chain.run(task.method, task.params, self._now())
 
-    def _retry(self, task: Task, attempt: int, message: str | None) -> None:
-        pause = attempt * self._config.retry_sleep_scale
+    def _retry(
+        self, task: Task, attempt: int, message: str | None, waited: float = 0.0
+    ) -> None:
+        # *waited*: what the failed attempt spent before it failed, on top of
+        # its latency (a lost receipt's budget).
+        pause = waited + attempt * self._config.retry_sleep_scale
         if attempt < _ATTEMPTS:
             self._attempt_later(task, attempt + 1, pause)
             return
