@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -117,6 +119,28 @@ class TaskResult:
         value = (self.result or {}).get("roomAddress")
         return None if value is None else str(value)
 
+    @property
+    def service_seconds(self) -> float | None:
+        """Seconds from the task's enqueueing to its result, by the service's clocks.
+
+        Read from the millisecond part of the task id (the queue's clock at
+        enqueue) and ``completedAt``; None when either is missing or not of
+        that form.
+        """
+        enqueued = _enqueued_ms(self.task_id)
+        if enqueued is None or self.completed_at is None:
+            return None
+
+        try:
+            done = datetime.fromisoformat(self.completed_at.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+
+        if done.tzinfo is None:
+            return None
+
+        return done.timestamp() - enqueued / 1000
+
     @classmethod
     def from_json(cls, data: object, task_id: str | None = None) -> TaskResult:
         """Read a status body (or a sync-mode answer) in any shape the service uses.
@@ -187,6 +211,15 @@ def _params(value: object) -> Mapping[str, Any] | None:
             return None
 
     return value if isinstance(value, Mapping) else None
+
+
+def _enqueued_ms(task_id: str | None) -> int | None:
+    # "<unix-ms>-<sequence>": the stream entry id the service hands out.
+    match = _STREAM_ID.fullmatch(task_id or "")
+    return int(match[1]) if match else None
+
+
+_STREAM_ID = re.compile(r"([0-9]{1,16})-[0-9]{1,19}")
 
 
 def _opt_str(value: object) -> str | None:

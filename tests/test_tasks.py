@@ -122,3 +122,25 @@ class TestStatusShapes:
     def test_not_a_status_body(self, body: object) -> None:
         with pytest.raises(ValueError, match="status"):
             TaskResult.from_json(body)
+
+    @pytest.mark.parametrize(
+        ("task_id", "completed_at", "seconds"),
+        [
+            ("1717171717171-0", "2024-05-31T16:09:19.171Z", 42.0),
+            ("1717171717171-3", "2024-05-31T16:08:37.671Z", 0.5),
+            ("1717171717171-0", None, None),
+            ("opaque", "2024-05-31T16:09:19.171Z", None),
+            ("1717171717171-0", "yesterday", None),
+            ("1717171717171-0", "2024-05-31T16:09:19", None),
+        ],
+    )
+    def test_service_seconds_from_id_and_completion(
+        self, task_id: str, completed_at: str | None, seconds: float | None
+    ) -> None:
+        """Enqueue time from the stream id, completion from completedAt."""
+        body = {"taskId": task_id, "status": "FAILED", "completedAt": completed_at}
+        result = TaskResult.from_json(body)
+        if seconds is None:
+            assert result.service_seconds is None
+        else:
+            assert result.service_seconds == pytest.approx(seconds, abs=1e-6)
