@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from ._roomengine import RoomEngine
-from ._roomvalues import REVERTED, Unsettled
+from ._roomvalues import Unsettled, revert_proves_nothing
 from .errors import InvalidTransition, TaskFailed, TaskLost, TaskTimeout
 from .lifecycle import Step, advance
 from .tasks import TaskRef, TaskResult, TaskState
@@ -85,8 +85,9 @@ class Reconciling(RoomEngine):
             if result.state is TaskState.SUCCESS:
                 return True, result
 
-            if result.state is TaskState.FAILED and REVERTED in (
-                result.error_message or ""
+            window = self.services.revert_window
+            if result.state is TaskState.FAILED and revert_proves_nothing(
+                result, gone.step, gone.payments, window
             ):
                 return False, result
 

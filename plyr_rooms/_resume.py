@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import attrs
 
+from ._roomvalues import (
+    FIRST_ATTEMPT_WINDOW,
+    read_request,
+    revert_proves_nothing,
+)
 from .errors import PlyrError, TaskFailed, TaskLost, TaskTimeout
+from .lifecycle import Step
 from .tasks import TaskMethod, TaskRef, TaskResult
 
 if TYPE_CHECKING:
@@ -69,8 +75,6 @@ _METHODS = {
     "earn_leave_end": TaskMethod.EARN_LEAVE_END,
 }
 
-#: The FAILED message of a transaction mined and reverted: nothing happened.
-REVERTED = "Transaction Receipt Failed"
 #: Outcomes a room may record that do not settle anything: resume re-checks them.
 UNKNOWN_OUTCOMES = frozenset({"TIMEOUT", "LOST", "UNKNOWN"})
 
@@ -140,6 +144,7 @@ async def reconcile_room(
     poller: TaskWaiter,
     *,
     timeout: float | None = None,  # noqa: ASYNC109 - passed on as the task deadline
+    revert_window: float = FIRST_ATTEMPT_WINDOW,
 ) -> list[StepVerdict]:
     """Settle every pending step of *entry* in the journal; return the verdicts.
 
@@ -155,7 +160,9 @@ async def reconcile_room(
         if not needs_settling(step):
             continue
 
-        verdict = await settle_step(step, room_id, client, poller, timeout=timeout)
+        verdict = await settle_step(
+            step, room_id, client, poller, timeout=timeout, revert_window=revert_window
+        )
         await journal.settled(entry.room.key, step.seq, verdict.outcome, verdict.detail)
         logger.debug(
             "room %s step %d (%s) settled on resume: %s",
@@ -182,6 +189,7 @@ async def reconcile_rooms(
     *,
     timeout: float | None = None,  # noqa: ASYNC109 - passed on as the task deadline
     limit: int = 256,
+    revert_window: float = FIRST_ATTEMPT_WINDOW,
 ) -> dict[str, list[StepVerdict]]:
     """Run :func:`reconcile_room` for many rooms at once; return verdicts by key.
 
@@ -197,7 +205,12 @@ async def reconcile_rooms(
         async with limiter:
             try:
                 verdicts[entry.room.key] = await reconcile_room(
-                    entry, journal, client, poller, timeout=timeout
+                    entry,
+                    journal,
+                    client,
+                    poller,
+                    timeout=timeout,
+                    revert_window=revert_window,
                 )
             except PlyrError:
                 logger.exception("room %s: reconcile failed", entry.room.key)
@@ -217,15 +230,23 @@ async def settle_step(
     poller: TaskWaiter,
     *,
     timeout: float | None = None,  # noqa: ASYNC109 - passed on as the task deadline
+    revert_window: float = FIRST_ATTEMPT_WINDOW,
 ) -> StepVerdict:
-    """Decide the outcome of one pending *step* from the service (see module doc)."""
+    """Decide the outcome of one pending *step* from the service (see module doc).
+
+    A revert settles a step that moves tokens as REVERTED only when the service
+    reported it within *revert_window* seconds of enqueueing (its first
+    attempt); a later one is FAILED: it may have executed.
+    """
     state = "NO_TASK_ID"
     if step.task_id is not None:
         ref = TaskRef(step.task_id, str(_METHODS.get(step.step, step.step)))
         try:
             result = await poller.wait(ref, timeout=timeout)
         except TaskFailed as exc:
-            if REVERTED in (exc.result.error_message or ""):
+            _, payments = read_request(step.request)
+            kind = Step(step.step)
+            if revert_proves_nothing(exc.result, kind, payments, revert_window):
                 # Mined and reverted: the one failure that proves nothing happened.
                 detail: dict[str, Any] = {
                     "task": "FAILED",

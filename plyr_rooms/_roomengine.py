@@ -28,6 +28,7 @@ from ._roomvalues import (
     named,
     player_of,
     request_json,
+    revert_proves_nothing,
     submit_pause,
 )
 from .errors import (
@@ -353,9 +354,10 @@ class RoomEngine:
             # during one cannot leave it looking settled.
             settled = True
             message = failed.result.error_message
-            reverted = REVERTED in (message or "")
+            window = self.services.revert_window
+            reverted = revert_proves_nothing(failed.result, step, entries, window)
             if not reverted:
-                why = f"failed without a revert ({message!r}): it may have executed"
+                why = _failure_reason(failed.result, window)
                 self._mark_unsettled(step, why, ids, entries, seq, ref.id)
 
             outcome = "REVERTED" if reverted else "FAILED"
@@ -624,3 +626,18 @@ class RoomEngine:
             Payment(m, self.token, 0) for m in self.book.members() if m not in named
         ]
         return entries + tuple(rest)
+
+
+def _failure_reason(result: TaskResult, window: float) -> str:
+    # Why a FAILED task leaves its room unsettled (its step may have executed).
+    message = result.error_message
+    if REVERTED not in (message or ""):
+        return f"failed without a revert ({message!r}): it may have executed"
+
+    seconds = result.service_seconds
+    when = "at an unknown time" if seconds is None else f"{seconds:.1f} s"
+    return (
+        f"reverted {when} after it was enqueued (not within the first"
+        f" attempt's {window:g} s): an earlier attempt whose receipt was lost"
+        " may have moved tokens"
+    )

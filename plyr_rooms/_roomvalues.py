@@ -17,7 +17,7 @@ from .lifecycle import Payment, Player, Step
 from .tasks import AlreadyJoined, TaskRef, TaskResult
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from decimal import Decimal
 
     from .client import PlyrClient
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .poller import TaskPoller
 
 __all__ = [
+    "FIRST_ATTEMPT_WINDOW",
     "REVERTED",
     "Done",
     "PlayerLike",
@@ -39,12 +40,41 @@ __all__ = [
     "read_request",
     "request_json",
     "result_of",
+    "revert_proves_nothing",
     "submit_pause",
 ]
 
 #: The FAILED message of a transaction that was mined and reverted: the only
-#: failure that proves nothing happened on chain (API reference 4.4).
+#: failure that can prove nothing happened on chain (API reference 4.4).
 REVERTED = "Transaction Receipt Failed"
+#: Seconds from enqueueing within which the service's revert came on the
+#: worker's first attempt: an attempt whose receipt is lost fails after 40 s,
+#: and the first retry sleeps 1 s first. A later revert may follow an attempt
+#: that executed and lost its receipt (API reference 4.4).
+FIRST_ATTEMPT_WINDOW = 41.0
+
+
+def revert_proves_nothing(
+    result: TaskResult, step: Step, payments: Sequence[Payment], window: float
+) -> bool:
+    """Return whether a FAILED *result* proves its step did nothing.
+
+    Only a revert can, and for a step that moves tokens only one the service
+    reported less than *window* seconds after enqueueing it (see
+    FIRST_ATTEMPT_WINDOW). A step that moves none (create, join, leave, end,
+    an earn-leave whose amounts are all zero) is safe to send again whichever
+    attempt reverted. A pay or earn step whose amounts are not known counts
+    as moving tokens.
+    """
+    if REVERTED not in (result.error_message or ""):
+        return False
+
+    money = Step.PAY in step.parts or Step.EARN in step.parts
+    if not money or (payments and not any(p.amount for p in payments)):
+        return True
+
+    seconds = result.service_seconds
+    return seconds is not None and seconds < window
 
 
 class PlayerLike(Protocol):
@@ -71,6 +101,10 @@ class RoomServices:
             proves the service did not take it).
         rate_limit_patience: seconds one step may spend waiting out 429s (the
             service's Retry-After) before RateLimited is raised.
+        revert_window: a revert of a step that moves tokens proves nothing
+            happened only when the service reports it within this many seconds
+            of enqueueing the task (its first attempt); a later one leaves the
+            room unsettled. See FIRST_ATTEMPT_WINDOW.
         hub: every room's transitions, for manager-level observers.
     """
 
@@ -80,6 +114,7 @@ class RoomServices:
     task_timeout: float | None = None
     submit_retries: int = 3
     rate_limit_patience: float = 60.0
+    revert_window: float = FIRST_ATTEMPT_WINDOW
     hub: TransitionHub = attrs.field(factory=TransitionHub)
     # Walks and steps (with their hooks) running now; drain waits for zero.
     busy: int = 0

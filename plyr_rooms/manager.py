@@ -11,6 +11,7 @@ import anyio.abc
 import attrs
 
 from ._observe import TransitionHub
+from ._roomvalues import FIRST_ATTEMPT_WINDOW
 from .errors import PlyrError
 from .lifecycle import RoomState
 from .room import ROOM_CLASSES, GameRoom, RoomServices
@@ -75,6 +76,10 @@ class RoomManager:
         api_secret: see :class:`~plyr_rooms.client.PlyrClient`.
         task_timeout: seconds a step waits for its task before its room is
             marked unsettled (None: the poller's default deadline).
+        revert_window: seconds from enqueueing within which a reverted task
+            that moves tokens proves nothing happened (the worker's first
+            attempt; a later revert may follow an attempt that executed and
+            lost its receipt, so its room is left unsettled). Default 41.
         poller_options: keyword arguments for the poller the manager makes.
         registry: room classes by name for :meth:`resume` (default: every
             GameRoom subclass defined so far).
@@ -92,6 +97,7 @@ class RoomManager:
         api_key: str | None = None,
         api_secret: str | None = None,
         task_timeout: float | None = None,
+        revert_window: float = FIRST_ATTEMPT_WINDOW,
         poller_options: Mapping[str, Any] | None = None,
         registry: Mapping[str, type[GameRoom]] | None = None,
         resume: bool = False,
@@ -125,6 +131,7 @@ class RoomManager:
             poller,
             journal,
             task_timeout=task_timeout,
+            revert_window=revert_window,
             hub=TransitionHub(on_publish=self._track),
         )
         self.drain_timeout = drain_timeout
@@ -337,6 +344,7 @@ class RoomManager:
             self.client,
             self.poller,
             timeout=task_wait,
+            revert_window=self.services.revert_window,
         )
 
         rooms = [

@@ -426,9 +426,12 @@ class GameRoom(Reconciling):
     async def retry_reverted(self, step: Callable[[], Awaitable[object]]) -> None:
         """Run *step* (a call of a step method), sending it again if it reverted.
 
-        A revert (FAILED with "Transaction Receipt Failed") proves the task did
-        nothing, so sending it again is safe; any other error is raised at once.
-        At most ``walk_retries`` more attempts.
+        A revert (FAILED with "Transaction Receipt Failed") that proves the task
+        did nothing makes sending it again safe: any revert of a step that moves
+        no tokens, and for one that does, a revert on the worker's first attempt
+        (within the services' ``revert_window`` of enqueueing). A later revert
+        leaves the room unsettled and is raised, like any other error. At most
+        ``walk_retries`` more attempts.
         """
         for attempt in range(self.walk_retries + 1):
             try:

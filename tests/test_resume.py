@@ -24,10 +24,12 @@ import signal
 import sqlite3
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 import pytest
 from _crash_child import SCHEDULE, CrashDuel
 
@@ -476,6 +478,14 @@ def failed(message: str | None) -> TaskFailed:
     return TaskFailed(TaskResult(TaskState.FAILED, "9-0", error_message=message))
 
 
+def reverted_after(seconds: float) -> TaskFailed:
+    # A revert the service reports *seconds* after enqueueing task "9-0"
+    # (enqueued 9 ms after the epoch).
+    done = datetime.fromtimestamp(0.009 + seconds, UTC).isoformat()
+    result = TaskResult(TaskState.FAILED, "9-0", error_message=REVERT)
+    return TaskFailed(attrs.evolve(result, completed_at=done))
+
+
 SUCCESS = TaskResult(
     TaskState.SUCCESS, "9-0", result={"roomId": "4", "roomAddress": "0xA"}
 )
@@ -486,7 +496,13 @@ class TestSettleStep:
         ("step", "task_id", "outcome", "joined", "expected", "unsettled"),
         [
             ("create", "9-0", SUCCESS, set(), "SUCCESS", False),
-            ("pay", "9-0", failed(REVERT), set(), "REVERTED", False),
+            ("pay", "9-0", reverted_after(2.5), set(), "REVERTED", False),
+            # After a lost receipt's 40 s: an earlier attempt may have paid.
+            ("pay", "9-0", reverted_after(45.0), set(), "FAILED", True),
+            ("pay", "9-0", failed(REVERT), set(), "FAILED", True),
+            ("earn_leave", "9-0", reverted_after(45.0), set(), "FAILED", True),
+            ("join", "9-0", reverted_after(45.0), set(), "REVERTED", False),
+            ("end", "9-0", failed(REVERT), set(), "REVERTED", False),
             ("pay", "9-0", failed(None), set(), "FAILED", True),
             ("earn_leave", "9-0", failed(None), set(), "FAILED", True),
             ("create", "9-0", failed(None), set(), "FAILED", True),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
+from plyr_rooms._roomvalues import FIRST_ATTEMPT_WINDOW
 from plyr_rooms._schedule import PollSchedule
 from plyr_rooms.client import PlyrClient
 from plyr_rooms.errors import InvalidTransition, TaskFailed, TaskTimeout
@@ -36,16 +37,24 @@ SCHEDULE = PollSchedule(
 )
 
 
+# The simulator's retry sleeps and receipt budget, scaled down.
+SCALE = 0.001
+
+
 @contextlib.asynccontextmanager
 async def running(
-    *, task_timeout: float | None = 5.0, journal: Journal | None = None, **config: Any
+    *,
+    task_timeout: float | None = 5.0,
+    journal: Journal | None = None,
+    revert_window: float = FIRST_ATTEMPT_WINDOW,
+    **config: Any,
 ) -> AsyncIterator[tuple[Simulator, RoomManager]]:
     """Run a fast simulator and a manager on it."""
     settings: dict[str, Any] = {
         "latency": Latency.fixed(0.005),
         "workers": None,
         "sync_interval": 0.01,
-        "retry_sleep_scale": 0.001,
+        "retry_sleep_scale": SCALE,
         **config,
     }
     async with (
@@ -55,6 +64,7 @@ async def running(
             client,
             journal=journal,
             task_timeout=task_timeout,
+            revert_window=revert_window,
             poller_options={"schedule": SCHEDULE, "requests_per_second": 2000.0},
         ) as manager,
     ):
@@ -451,6 +461,49 @@ class TestUnknownOutcome:
             await room.resolve(applied=True)
             assert state_of(room) is RoomState.PAID
             assert room.book.pot == {"plyr": 20}
+
+    async def test_late_revert_of_a_pay_is_not_sent_again(self) -> None:
+        """A revert after a lost receipt proves nothing: the walk stops, unsettled."""
+        faults = Faults(late_revert_rate=0.5)
+        seed = seed_with_faults([False, False, True], 0.5)
+        # The simulator's 40 s receipt budget, scaled like its retry sleeps.
+        window = 41 * SCALE
+        async with running(seed=seed, faults=faults, revert_window=window) as (
+            sim,
+            manager,
+        ):
+            players = await sim.add_players(2)
+            room = manager.open(Duel, players)
+            with pytest.raises(TaskFailed, match="Transaction Receipt Failed"):
+                await room.run()
+
+            assert room.unsettled is not None
+            assert room.unsettled.step is Step.PAY
+            assert "receipt was lost" in room.unsettled.reason
+            assert room.reverted == 0
+            assert sim.ledger().tasks_by_method["batchPayGameRoom"] == 1
+            # The tokens moved once; the book still says JOINED until told.
+            assert room.room_id is not None
+            assert sim.ledger().rooms[room.room_id].funds["plyr"] == 20
+            assert not await room.reconcile()
+            assert state_of(room) is RoomState.JOINED
+
+    async def test_first_attempt_revert_is_sent_again(self) -> None:
+        """A revert within the first attempt's window is proof: the walk re-sends."""
+        faults = Faults(revert_rate=0.5)
+        # create, join, pay (reverts), pay again, earn, leave, end
+        seed = seed_with_faults([False, False, True, False, False, False, False], 0.5)
+        async with running(seed=seed, faults=faults, revert_window=41 * SCALE) as (
+            sim,
+            manager,
+        ):
+            players = await sim.add_players(2)
+            room = manager.open(Duel, players)
+            await room.run()
+
+            assert state_of(room) is RoomState.ENDED
+            assert room.reverted == 1
+            assert sim.ledger().tasks_by_method["batchPayGameRoom"] == 2
 
     async def test_failed_but_executed_join_pay_settles_from_is_joined(self) -> None:
         """join-pay moves players in: isJoined proves the transaction happened."""
