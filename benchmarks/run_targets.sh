@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The runs behind benchmarks/README.md's "Latest results", in order. Each writes
 # its JSON report and plot into benchmarks/results/ and its table to a .txt.
-# About 35 minutes on 2 cores.
+# About 25 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=benchmarks/results
@@ -15,6 +15,12 @@ run() {
     "$python" benchmarks/bench_rooms.py "$@" --json "$out/$name.json" \
         --plot "$out/$name.png" | tee -a "$out/$name.txt"
 }
+
+# The shared poller alone against a naive loop, both scenarios, median of 3.
+echo "+ python benchmarks/bench_poller.py --repeat 3 --out $out/poller.json" \
+    | tee "$out/poller.txt"
+"$python" benchmarks/bench_poller.py --repeat 3 --out "$out/poller.json" \
+    | tee -a "$out/poller.txt"
 
 # Independent latencies (log-normal, median 3 s, sigma 0.5), every strategy, and
 # the per-request CPU comparison against bare aiohttp.
