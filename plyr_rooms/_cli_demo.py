@@ -261,10 +261,8 @@ async def _simulated(args: argparse.Namespace, out: TextIO) -> int:
         and not any(ledger.rooms[r.room_id].funds.values())
         for r in ended
     )
-    conserved = (
-        ledger.total(token) == before
-        and ledger.fee_account.get(token, Decimal(0)) == fees
-    )
+    taken = ledger.fee_account.get(token, Decimal(0))
+    conserved = ledger.total(token) == before and taken == fees
     per_task = polls.status_requests / tasks if tasks else 0.0
     lines = [
         f"{len(ended)}/{args.rooms} rooms ended in {elapsed:.1f} s",
@@ -276,6 +274,12 @@ async def _simulated(args: argparse.Namespace, out: TextIO) -> int:
         f"({_plain(before)} {token} before, {_plain(ledger.total(token))} after; "
         f"ended rooms empty: {'yes' if empty else 'NO'})",
     ]
+    if taken != fees:
+        # The chain took fees on earns the rooms' books do not know of.
+        lines.append(
+            f"fee account: {_plain(taken)} {token}, the rooms' earns account"
+            f" for {_plain(fees)} {token}"
+        )
     lines += [f"room {key[:8]}: {why}" for key, why in sorted(failures.items())]
     out.write("\n".join(lines) + "\n")
     return 0 if len(ended) == args.rooms and conserved and empty else 1
