@@ -50,7 +50,10 @@ REVERTED = "Transaction Receipt Failed"
 #: Seconds from enqueueing within which the service's revert came on the
 #: worker's first attempt: an attempt whose receipt is lost fails after 40 s,
 #: and the first retry sleeps 1 s first. A later revert may follow an attempt
-#: that executed and lost its receipt (API reference 4.4).
+#: that executed and lost its receipt (API reference 4.4). The two ends come
+#: from two of the service's clocks (the queue's in the task id, the worker's
+#: in completedAt); a second attempt also spends its own transaction's time,
+#: seconds on chain, which covers a small skew between them.
 FIRST_ATTEMPT_WINDOW = 41.0
 
 
