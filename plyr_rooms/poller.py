@@ -177,6 +177,8 @@ class TaskPoller:
         self._task_group: TaskGroup | None = None
         self._closed = False
         self._last_sweep = -math.inf
+        # Whether the last sweep took all it could (tasks may be left due).
+        self._backlog = False
         self._sweeps = 0
         self._requests = 0
         self._checked = 0
@@ -335,7 +337,11 @@ class TaskPoller:
 
             self._last_sweep = now
             free = self._max_concurrency - self._in_flight
-            picked = self._scheduler.pick(now, min(free, self._bucket.available(now)))
+            limit = min(free, self._bucket.available(now))
+            picked = self._scheduler.pick(now, limit)
+            # A full pick may have left due tasks behind: they go as soon as a
+            # slot or the budget allows, not a sweep spacing later.
+            self._backlog = bool(picked) and len(picked) >= limit
             if picked:
                 self._bucket.take(now, len(picked))
                 self._in_flight += len(picked)
@@ -348,7 +354,7 @@ class TaskPoller:
         if due is None or self._in_flight >= self._max_concurrency:
             return math.inf  # woken when a task arrives or a check returns
 
-        spacing = max(self._schedule.sweep_spacing, 0.001)
+        spacing = 0.001 if self._backlog else max(self._schedule.sweep_spacing, 0.001)
         return max(due, self._last_sweep + spacing, self._bucket.ready_at(now))
 
     async def _sleep_until(self, when: float) -> None:

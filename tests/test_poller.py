@@ -197,6 +197,28 @@ class TestSharing:
                 assert poller.stats.max_sweep_size <= 3
                 assert poller.stats.status_requests == len(gauge.calls)
 
+    async def test_tasks_left_due_by_the_cap_do_not_wait_a_sweep_spacing(
+        self,
+    ) -> None:
+        """A full sweep's leftovers go as slots free up, not a spacing later."""
+        # One check at a time and a spacing that would make 20 checks take at
+        # least 19 x 5 s: only the backlog rule lets them finish in time.
+        lazy = attrs.evolve(FAST, sweep_spacing=5.0)
+        async with (
+            Simulator(config()) as sim,
+            PlyrClient(sim.url, sim.api_key, sim.api_secret) as client,
+        ):
+            spy = Spy(client)
+            async with TaskPoller(
+                spy, schedule=lazy, requests_per_second=5000.0, max_concurrency=1
+            ) as poller:
+                refs = await submit(client, 20)
+                with anyio.fail_after(20):
+                    outcomes = await wait_all(poller, refs)
+
+        assert all(isinstance(o, TaskResult) for o in outcomes.values())
+        assert poller.stats.max_sweep_size == 1
+
 
 class TestSequentialQueue:
     @pytest.mark.parametrize(
