@@ -21,7 +21,7 @@ import collections
 import enum
 import math
 import random
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = ["Outcome", "PollSchedule", "Scheduler"]
-
-_K = TypeVar("_K")
 
 # After this many unsettled answers to checks placed by the queue model, a task is
 # treated as a straggler and goes back to its own schedule.
@@ -97,7 +95,6 @@ class _Task:
     # learned, and their due times are computed from this very float, so that
     # the index's bounds never exceed them.
     first_key: float = 0.0
-
     checks: int = 0
     last_check: float | None = None
     # Lower end of the bracket on the completion time: last time seen PENDING.
@@ -163,8 +160,12 @@ class Scheduler:
             False: KeyHeap(),
             True: KeyHeap(),
         }
-        self._unchecked: dict[tuple[str, bool], SortedRun[_Task]] = {}
-        self._unchecked_line: dict[str, SortedRun[_Task]] = {}
+        self._unchecked: collections.defaultdict[tuple[str, bool], SortedRun[_Task]] = (
+            collections.defaultdict(SortedRun)
+        )
+        self._unchecked_line: collections.defaultdict[str, SortedRun[_Task]] = (
+            collections.defaultdict(SortedRun)
+        )
         self._line: SortedRun[_Task] = SortedRun()
         # Per method, the delay that first-check jitter is a share of: the
         # learned delay, updated (and the unchecked tasks indexed anew) only
@@ -364,9 +365,9 @@ class Scheduler:
         else:
             scale = self._jitter_scale[task.method]
             task.first_key = task.submitted_at + task.share * scale
-            _run_of(self._unchecked, (task.method, placed)).add(task.first_key, task)
+            self._unchecked[task.method, placed].add(task.first_key, task)
             if placed:
-                _run_of(self._unchecked_line, task.method).add(task.submitted_at, task)
+                self._unchecked_line[task.method].add(task.submitted_at, task)
 
         if placed and task.next_check is not None:
             self._line.add(task.ordinal, task)
@@ -651,14 +652,6 @@ def _shifted(
     # without its min_first_delay floor.
     for key, task in run:
         yield key + delay, task
-
-
-def _run_of(runs: dict[_K, SortedRun[_Task]], key: _K) -> SortedRun[_Task]:
-    run = runs.get(key)
-    if run is None:
-        run = runs[key] = SortedRun()
-
-    return run
 
 
 def _placeable(task: _Task) -> bool:
