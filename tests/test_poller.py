@@ -69,7 +69,11 @@ class Spy:
 
 @asynccontextmanager
 async def stack(
-    config: SimConfig, *, schedule: PollSchedule = FAST, not_found_grace: float = 10.0
+    config: SimConfig,
+    *,
+    schedule: PollSchedule = FAST,
+    not_found_grace: float = 10.0,
+    max_concurrency: int = 64,
 ) -> AsyncIterator[tuple[Simulator, PlyrClient, TaskPoller, Spy]]:
     async with (
         Simulator(config) as sim,
@@ -80,7 +84,7 @@ async def stack(
             spy,
             schedule=schedule,
             requests_per_second=5000.0,
-            max_concurrency=64,
+            max_concurrency=max_concurrency,
             not_found_grace=not_found_grace,
         )
         async with poller:
@@ -204,17 +208,15 @@ class TestSharing:
         # One check at a time and a spacing that would make 20 checks take at
         # least 19 x 5 s: only the backlog rule lets them finish in time.
         lazy = attrs.evolve(FAST, sweep_spacing=5.0)
-        async with (
-            Simulator(config()) as sim,
-            PlyrClient(sim.url, sim.api_key, sim.api_secret) as client,
+        async with stack(config(), schedule=lazy, max_concurrency=1) as (
+            _,
+            client,
+            poller,
+            _spy,
         ):
-            spy = Spy(client)
-            async with TaskPoller(
-                spy, schedule=lazy, requests_per_second=5000.0, max_concurrency=1
-            ) as poller:
-                refs = await submit(client, 20)
-                with anyio.fail_after(20):
-                    outcomes = await wait_all(poller, refs)
+            refs = await submit(client, 20)
+            with anyio.fail_after(20):
+                outcomes = await wait_all(poller, refs)
 
         assert all(isinstance(o, TaskResult) for o in outcomes.values())
         assert poller.stats.max_sweep_size == 1
