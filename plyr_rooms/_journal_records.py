@@ -29,6 +29,7 @@ __all__ = [
     "RoomRecord",
     "StepRecord",
     "check_no_secrets",
+    "data_text",
     "json_text",
     "scan_json",
 ]
@@ -41,6 +42,10 @@ FINISHED_STATES = frozenset({"ENDED"})
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", re.I)
 # A key named like a secret, in JSON text: a string directly followed by ":".
 _SECRET_KEY = re.compile(r'"[^"]*(?:jwt|password|api_?secret|api_?key)[^"]*"\s*:', re.I)
+# A match of either pattern holds one of these, once lower-cased. Each is made of
+# letters that only match, ignoring case, characters lower-casing to themselves
+# ("s" also matches U+017F and "i" U+0131, which do not: hence "word", "ecret").
+_HINTS = ("eyj", "jwt", "word", "ecret", "key")
 
 
 class JournalError(PlyrError):
@@ -89,13 +94,14 @@ def _pot(value: Mapping[str, Decimal | int | str]) -> dict[str, str]:
 def _frozen_json(value: Mapping[str, Any] | None) -> dict[str, Any]:
     # A private deep copy that survives a JSON round trip unchanged, so that a
     # record read back from SQLite equals the record that was written.
-    try:
-        text = json.dumps(dict(value or {}), default=_plain)
-        result: dict[str, Any] = json.loads(text)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"journal records must be plain JSON: {exc}") from None
+    return _frozen_text(value)[1]
 
-    return result
+
+def _frozen_text(value: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    # The compact JSON text of *value* and the copy read back from it.
+    text = json_text(dict(value or {}))
+    result: dict[str, Any] = json.loads(text)
+    return text, result
 
 
 def _ids(value: Iterable[str]) -> tuple[str, ...]:
@@ -136,7 +142,15 @@ class RoomRecord:
     players: tuple[str, ...] = attrs.field(default=(), converter=_ids)
     pot: Mapping[str, str] = attrs.field(factory=dict, converter=_pot)
     unsettled: str | None = None
-    data: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_json)
+    data: Mapping[str, Any] = attrs.field(factory=dict)
+    # The compact JSON text *data* was read back from: the SQLite store writes it
+    # as it is, and the secret scan reads it, instead of serialising data again.
+    _data_text: str = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        text, data = _frozen_text(self.data)
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "_data_text", text)
 
     @property
     def finished(self) -> bool:
@@ -213,11 +227,14 @@ class JournalStats:
         writes: records accepted (room and step writes; reads not counted).
         transactions: commits made (a memory journal counts one per write).
         largest_batch: the most records one transaction carried.
+        writer_cpu_seconds: CPU time the store's own writer thread used (0 for
+            a store without one).
     """
 
     writes: int = 0
     transactions: int = 0
     largest_batch: int = 0
+    writer_cpu_seconds: float = 0.0
 
 
 def json_text(value: object) -> str:
@@ -240,6 +257,12 @@ def scan_json(text: str, *, where: str) -> str:
     Raises:
         InvalidInput: naming *where* (never the secret itself).
     """
+    # Both patterns are slow on long text, and almost every record holds none
+    # of the words they need: look for those first, on the lower-cased text.
+    lowered = text.lower()
+    if not any(hint in lowered for hint in _HINTS):
+        return text
+
     if _JWT.search(text):
         raise InvalidInput(f"{where} holds what looks like a session JWT")
 
@@ -272,7 +295,21 @@ def check_no_secrets(value: object, *, where: str) -> None:
 
 def _check_room(room: RoomRecord) -> None:
     fields = [room.key, room.class_name, room.state, room.room_id, room.room_address]
-    check_no_secrets([fields, room.players, room.unsettled, room.data], where="room")
+    check_no_secrets([fields, room.players, room.unsettled], where="room")
+    scan_json(data_text(room), where="room")
+
+
+def _check_same_room(room: RoomRecord, room_key: str) -> None:
+    # A step's outcome may carry its room's record: the same room, checked.
+    if room.key != room_key:
+        raise InvalidInput(f"the record of room {room.key!r} is not room {room_key!r}")
+
+    _check_room(room)
+
+
+def data_text(room: RoomRecord) -> str:
+    """Return the room's data as the compact JSON text it was read back from."""
+    return room._data_text
 
 
 def _check_submit(step: StepRecord, room_key: str, task_id: str) -> None:

@@ -41,8 +41,10 @@ from ._journal_records import (
     RoomRecord,
     StepRecord,
     _check_room,
+    _check_same_room,
     _check_submit,
     check_no_secrets,
+    data_text,
     json_text,
     scan_json,
 )
@@ -90,6 +92,13 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1,)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 _T = TypeVar("_T")
+# Ten thousand rooms in flight touch a room row and a step index entry each, all
+# over the file, in every small commit: with SQLite's default 2 MiB page cache
+# most of those pages are read back from the OS each time. The cache grows only
+# as far as the file does. A checkpoint every 10,000 pages (40 MiB of WAL)
+# instead of 1,000 copies a page updated by many commits to the file once.
+_CACHE_KIB: Final = 64 * 1024
+_CHECKPOINT_PAGES: Final = 10_000
 _SYNC_MODES = frozenset({"FULL", "NORMAL", "EXTRA"})
 _STOP: Final = object()
 
@@ -169,6 +178,7 @@ class SQLiteJournal:
         self._writes = 0
         self._transactions = 0
         self._largest = 0
+        self._writer_cpu = 0.0
         self._thread = threading.Thread(
             target=self._run, name="plyr-rooms-journal", daemon=True
         )
@@ -179,8 +189,10 @@ class SQLiteJournal:
 
     @property
     def stats(self) -> JournalStats:
-        """Writes, transactions and the largest batch so far."""
-        return JournalStats(self._writes, self._transactions, self._largest)
+        """Writes, transactions, the largest batch and the writer's CPU so far."""
+        return JournalStats(
+            self._writes, self._transactions, self._largest, self._writer_cpu
+        )
 
     async def __aenter__(self) -> SQLiteJournal:
         return self
@@ -231,15 +243,30 @@ class SQLiteJournal:
         step_seq: int,
         outcome: str,
         detail: Mapping[str, Any] | None = None,
+        *,
+        room: RoomRecord | None = None,
     ) -> None:
-        """Record how the step ended (a later call replaces it); durable on return."""
+        """Record how the step ended, and with *room* the room's new record.
+
+        Both go in one transaction; durable on return.
+        """
         check_no_secrets(outcome, where="step outcome")
         text = None
         if detail is not None:
             text = scan_json(json_text(dict(detail)), where="step outcome")
 
+        if room is not None:
+            _check_same_room(room, room_key)
+
         args = (outcome, text, self._tick(), time.time(), step_seq, room_key)
-        await self._call(lambda c: _settle_step(c, args))
+        if room is None:
+            await self._call(lambda c: _settle_step(c, args))
+            return
+
+        # The step first: if it is refused, nothing was written. The room row
+        # cannot then be missing, since the step's row refers to it.
+        row = (*_room_row(room), self._tick())
+        await self._call(lambda c: _settle_and_update(c, args, row))
 
     async def unfinished(self) -> list[JournaledRoom]:
         """Return every room not finished nor closed, with its steps."""
@@ -336,6 +363,7 @@ class SQLiteJournal:
             self._largest = max(self._largest, writes)
 
         _deliver(done)
+        self._writer_cpu = time.thread_time()
 
 
 def _connect(
@@ -346,6 +374,8 @@ def _connect(
         _migrate(conn, path, migrations)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB:d}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES:d}")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:
         conn.close()
@@ -412,21 +442,22 @@ def _room_row(room: RoomRecord) -> tuple[Any, ...]:
         _dumps(list(room.players)),
         _dumps(dict(room.pot)),
         room.unsettled,
-        _dumps(dict(room.data)),
+        data_text(room),
         int(room.finished),
     )
 
 
 def _insert_room(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    if conn.execute("SELECT 1 FROM rooms WHERE key = ?", row[:1]).fetchone():
-        raise JournalError(f"room {row[0]!r} is already journaled")
-
-    conn.execute(
-        "INSERT INTO rooms (key, class_name, state, room_id, room_address, players,"
-        " pot, unsettled, data, finished, stamp, opened_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (*row, row[-1]),
-    )
+    try:
+        conn.execute(
+            "INSERT INTO rooms (key, class_name, state, room_id, room_address,"
+            " players, pot, unsettled, data, finished, stamp, opened_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row, row[-1]),
+        )
+    except sqlite3.IntegrityError:
+        # The key is the only constraint a well-formed row can break.
+        raise JournalError(f"room {row[0]!r} is already journaled") from None
 
 
 def _update_room(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
@@ -450,17 +481,26 @@ def _close_room(conn: sqlite3.Connection, key: str, reason: str | None) -> None:
 
 
 def _insert_step(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    if not conn.execute("SELECT 1 FROM rooms WHERE key = ?", row[1:2]).fetchone():
-        raise JournalError(f"room {row[1]!r} is not journaled")
-
-    conn.execute(
+    cursor = conn.execute(
         "INSERT INTO steps (seq, room_key, step, request, intended_at)"
-        " VALUES (?, ?, ?, ?, ?)",
-        row,
+        " SELECT ?, key, ?, ?, ? FROM rooms WHERE key = ?",
+        (row[0], row[2], row[3], row[4], row[1]),
     )
+    if cursor.rowcount == 0:
+        raise JournalError(f"room {row[1]!r} is not journaled")
 
 
 def _submit_step(conn: sqlite3.Connection, key: str, seq: int, task_id: str) -> None:
+    # One statement in the usual case (no task id yet, no outcome); the rules
+    # are read back only to say why a write was refused, or that it was a repeat.
+    cursor = conn.execute(
+        "UPDATE steps SET task_id = ?, submitted_at = ?"
+        " WHERE seq = ? AND room_key = ? AND task_id IS NULL AND outcome IS NULL",
+        (task_id, time.time(), seq, key),
+    )
+    if cursor.rowcount == 1:
+        return
+
     found = conn.execute(
         "SELECT task_id, outcome FROM steps WHERE seq = ? AND room_key = ?",
         (seq, key),
@@ -469,10 +509,6 @@ def _submit_step(conn: sqlite3.Connection, key: str, seq: int, task_id: str) -> 
         raise JournalError(f"room {key!r} has no step {seq!r}")
 
     _check_submit(StepRecord(seq, "", {}, found[0], found[1]), key, task_id)
-    conn.execute(
-        "UPDATE steps SET task_id = ?, submitted_at = ? WHERE seq = ?",
-        (task_id, time.time(), seq),
-    )
 
 
 def _settle_step(conn: sqlite3.Connection, args: tuple[Any, ...]) -> None:
@@ -483,6 +519,13 @@ def _settle_step(conn: sqlite3.Connection, args: tuple[Any, ...]) -> None:
     )
     if cursor.rowcount == 0:
         raise JournalError(f"room {args[5]!r} has no step {args[4]!r}")
+
+
+def _settle_and_update(
+    conn: sqlite3.Connection, args: tuple[Any, ...], row: tuple[Any, ...]
+) -> None:
+    _settle_step(conn, args)
+    _update_room(conn, row)
 
 
 def _read_rooms(conn: sqlite3.Connection, where: str) -> list[JournaledRoom]:

@@ -67,8 +67,7 @@ class Reconciling(RoomEngine):
     ) -> None:
         self.unsettled = None
         if not applied:
-            await self._j_settled(gone.seq, "NOT_APPLIED", None)
-            await self._j_updated()
+            await self._j_settled(gone.seq, "NOT_APPLIED", None, record=True)
             return
 
         new = advance(self.book, gone.step, gone.plyr_ids, gone.payments)

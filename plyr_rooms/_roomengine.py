@@ -361,9 +361,8 @@ class RoomEngine:
                 self._mark_unsettled(step, why, ids, entries, seq, ref.id)
 
             outcome = "REVERTED" if reverted else "FAILED"
-            await self._j_settled(seq, outcome, {"errorMessage": message})
-            if not reverted:
-                await self._j_updated()
+            detail = {"errorMessage": message}
+            await self._j_settled(seq, outcome, detail, record=not reverted)
 
             raise
         except (TaskTimeout, TaskLost) as unknown:
@@ -371,8 +370,7 @@ class RoomEngine:
             why = f"outcome unknown: {unknown}"
             self._mark_unsettled(step, why, ids, entries, seq, ref.id)
             outcome = "TIMEOUT" if isinstance(unknown, TaskTimeout) else "LOST"
-            await self._j_settled(seq, outcome, {"reason": why})
-            await self._j_updated()
+            await self._j_settled(seq, outcome, {"reason": why}, record=True)
             raise
         finally:
             if not settled and self.unsettled is None:
@@ -430,8 +428,7 @@ class RoomEngine:
         self.book = new
         self.applied_seq = seq
         detail = {"roomId": self.room_id, "roomAddress": self.room_address}
-        await self._j_settled(seq, "SUCCESS", detail)
-        await self._j_updated()
+        await self._j_settled(seq, "SUCCESS", detail, record=True)
         transition = Transition(
             self.key,
             self.room_id,
@@ -538,10 +535,25 @@ class RoomEngine:
             await self.services.journal.submitted(self.key, seq, task_id)
 
     async def _j_settled(
-        self, seq: int | None, outcome: str, detail: Mapping[str, Any] | None
+        self,
+        seq: int | None,
+        outcome: str,
+        detail: Mapping[str, Any] | None,
+        *,
+        record: bool = False,
     ) -> None:
-        if self.services.journal is not None and seq is not None:
-            await self.services.journal.settled(self.key, seq, outcome, detail)
+        # With *record*, the room's record goes in the same write as the outcome.
+        journal = self.services.journal
+        if journal is None:
+            return
+
+        if seq is None:
+            if record:
+                await self._j_updated()
+            return
+
+        room = self.record() if record and self._journaled else None
+        await journal.settled(self.key, seq, outcome, detail, room=room)
 
     async def _j_updated(self) -> None:
         if self.services.journal is not None and self._journaled:

@@ -31,6 +31,7 @@ from ._journal_records import (
     RoomRecord,
     StepRecord,
     _check_room,
+    _check_same_room,
     _check_submit,
     _frozen_json,
     check_no_secrets,
@@ -90,8 +91,14 @@ class Journal(Protocol):
         step_seq: int,
         outcome: str,
         detail: Mapping[str, Any] | None = None,
+        *,
+        room: RoomRecord | None = None,
     ) -> None:
-        """Record how the step ended (a later call replaces the outcome)."""
+        """Record how the step ended (a later call replaces the outcome).
+
+        With *room*, the room's record (the same key) is replaced in the same
+        write: the two are durable together or not at all.
+        """
         ...
 
     async def unfinished(self) -> list[JournaledRoom]:
@@ -201,15 +208,24 @@ class MemoryJournal:
         step_seq: int,
         outcome: str,
         detail: Mapping[str, Any] | None = None,
+        *,
+        room: RoomRecord | None = None,
     ) -> None:
-        """Record how the step ended (a later call replaces the outcome)."""
+        """Record how the step ended, and with *room* the room's new record."""
         self._check_open()
         check_no_secrets([outcome, detail], where="step outcome")
+        if room is not None:
+            _check_same_room(room, room_key)
+
         entry = self._room(room_key)
         step = self._step(entry, room_key, step_seq)
         kept = None if detail is None else _frozen_json(detail)
         entry.steps[step_seq] = attrs.evolve(step, outcome=outcome, detail=kept)
         entry.settled_at[step_seq] = next(self._clock)
+        if room is not None:
+            entry.record = room
+            entry.stamp = next(self._clock)
+
         self._wrote()
 
     async def unfinished(self) -> list[JournaledRoom]:

@@ -117,9 +117,11 @@ class KillingJournal:
         step_seq: int,
         outcome: str,
         detail: Mapping[str, Any] | None = None,
+        *,
+        room: RoomRecord | None = None,
     ) -> None:
         last = KILLER.call("settled")
-        await self.inner.settled(room_key, step_seq, outcome, detail)
+        await self.inner.settled(room_key, step_seq, outcome, detail, room=room)
         _after(last)
 
     async def unfinished(self) -> list[JournaledRoom]:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plyr_rooms._journal_records import _JWT, _SECRET_KEY, scan_json
 from plyr_rooms._journal_sqlite import MIGRATIONS, SCHEMA_VERSION
 from plyr_rooms.errors import InvalidInput
 from plyr_rooms.journal import (
@@ -86,6 +87,47 @@ class TestRecords:
         assert entry.pending_task_ids == ("t2",)
 
 
+# Pieces of JSON-ish text: the secret words, their case variants, and the
+# characters that match a letter only when case is ignored (U+017F long s,
+# U+0131 dotless i, U+0130 dotted I, U+212A Kelvin sign).
+SCAN_PIECES = [
+    '"', ":", " ", "{", "}", ",", "x", "_", "a", "p", "i",
+    "jwt", "JWT", "eyJ", "eYj", "password", "PassWord", "secret", "key", "KEY",
+    "api", "API", "word", "ecret", "\u017f", "\u0131", "\u0130", "\u212a",
+    "eyJhbGciOiJ.eyJ.sig", "pa\u017f\u017fword", "ap\u0131_\u017fecret",
+    "api_\u212aey",
+]  # fmt: skip
+
+
+class TestSecretScan:
+    @settings(max_examples=500)
+    @given(st.lists(st.sampled_from(SCAN_PIECES), max_size=14).map("".join))
+    def test_the_quick_check_never_lets_a_secret_through(self, text: str) -> None:
+        """The word check before the patterns refuses exactly what they refuse."""
+        expected = bool(_JWT.search(text) or _SECRET_KEY.search(text))
+        try:
+            scan_json(text, where="x")
+        except InvalidInput:
+            refused = True
+        else:
+            refused = False
+
+        assert refused == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            '{"pa\u017f\u017fword":1}',
+            '{"ap\u0131_\u017fecret":1}',
+            '{"api_\u212aey":1}',
+            '{"sessionJWT":1}',
+        ],
+    )
+    def test_case_folded_secret_keys_are_refused(self, text: str) -> None:
+        with pytest.raises(InvalidInput, match="secret-named key"):
+            scan_json(text, where="room")
+
+
 class TestBothStores:
     async def test_a_walk_is_read_back(self, journal: Journal) -> None:
         await journal.room_opened(room())
@@ -103,6 +145,36 @@ class TestBothStores:
                 seq, "create", {"expiresIn": 60}, "100-0", "SUCCESS", {"roomId": "7"}
             ),
         )
+
+    async def test_an_outcome_carries_the_room_record(self, journal: Journal) -> None:
+        await journal.room_opened(room())
+        seq = await journal.intend("k1", "create", {})
+        created = room(state="CREATED", room_id="7")
+        await journal.settled("k1", seq, "SUCCESS", {"roomId": "7"}, room=created)
+        [entry] = await journal.unfinished()
+        assert entry.room == created
+        assert entry.steps[0].outcome == "SUCCESS"
+        assert entry.after_record == ()
+
+    @pytest.mark.parametrize(
+        ("record", "error"),
+        [
+            (room("k2", state="CREATED"), InvalidInput),  # another room's record
+            (room(state="CREATED", data={"jwt": "x"}), InvalidInput),  # a secret
+        ],
+        ids=["other-room", "secret"],
+    )
+    async def test_a_refused_room_record_writes_no_outcome(
+        self, journal: Journal, record: RoomRecord, error: type[Exception]
+    ) -> None:
+        await journal.room_opened(room())
+        seq = await journal.intend("k1", "create", {})
+        with pytest.raises(error):
+            await journal.settled("k1", seq, "SUCCESS", room=record)
+
+        [entry] = await journal.unfinished()
+        assert entry.room == room()
+        assert entry.pending[0].seq == seq
 
     async def test_steps_settled_after_the_record_are_unapplied(
         self, journal: Journal
@@ -405,7 +477,10 @@ ops = st.lists(
             st.just("submit"), st.integers(0, 6), st.sampled_from(["1-0", "2-0"])
         ),
         st.tuples(
-            st.just("settle"), st.integers(0, 6), st.sampled_from(["SUCCESS", "FAILED"])
+            st.just("settle"),
+            st.integers(0, 6),
+            st.sampled_from(["SUCCESS", "FAILED"]),
+            st.none() | st.sampled_from(STATES),  # the room's record with it
         ),
         st.tuples(st.just("reopen")),
     ),
@@ -441,7 +516,8 @@ async def apply(journal: Journal, model: Model, op: tuple[Any, ...]) -> None:
             call = journal.submitted(key, seq, op[2])
         else:
             expect_error = step is None
-            call = journal.settled(key, seq, op[2], {"n": 1})
+            record = None if op[3] is None else room(key, state=op[3])
+            call = journal.settled(key, seq, op[2], {"n": 1}, room=record)
 
     if expect_error:
         with pytest.raises(JournalError):
@@ -468,6 +544,9 @@ async def apply(journal: Journal, model: Model, op: tuple[Any, ...]) -> None:
         assert step is not None
         model.steps[key][seq] = attrs.evolve(step, outcome=op[2], detail={"n": 1})
         model.settled_at[seq] = model.tick()
+        if record is not None:
+            model.rooms[key] = record
+            model.stamps[key] = model.tick()
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])

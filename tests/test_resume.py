@@ -73,8 +73,8 @@ KILL_POINTS = [
     ("intend", "after"),  # intent durable, request not sent
     ("submitted", "before"),  # request sent, task id not journaled
     ("submitted", "after"),  # task id journaled, outcome not known
-    ("settled", "after"),  # outcome journaled, room record not updated
-    ("room_updated", "before"),  # same window, seen from the other side
+    ("settled", "before"),  # outcome known, neither it nor the room durable
+    ("settled", "after"),  # outcome and room record journaled, hooks not run
     ("hook", "before"),  # inside a hook, after the step was journaled
     ("intend", "before"),  # before the intent is durable
     ("room_opened", "after"),  # a room journaled, nothing sent

@@ -23,7 +23,7 @@ from plyr_rooms.simulator import Faults, Latency, SimConfig, Simulator
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from plyr_rooms.journal import Journal
+    from plyr_rooms.journal import Journal, RoomRecord
 
 
 #: Polls as fast as the tiny simulated latencies call for.
@@ -141,9 +141,11 @@ class GatedJournal(MemoryJournal):
         step_seq: int,
         outcome: str,
         detail: Mapping[str, Any] | None = None,
+        *,
+        room: RoomRecord | None = None,
     ) -> None:
         await self._gate("settled", outcome)
-        await super().settled(room_key, step_seq, outcome, detail)
+        await super().settled(room_key, step_seq, outcome, detail, room=room)
 
 
 def seed_with_faults(pattern: list[bool], rate: float) -> int:
