@@ -71,6 +71,7 @@ async def _run(
         "writes": stats.writes,
         "transactions": stats.transactions,
         "largest_batch": stats.largest_batch,
+        "writer_cpu_s": round(stats.writer_cpu_seconds, 3),
         "seconds": round(elapsed, 3),
         "writes_per_second": round(stats.writes / elapsed),
         "rooms_per_second": round(rooms / elapsed, 1),
@@ -159,6 +160,7 @@ def main() -> None:
                     f" = {result['writes_per_second']} writes/s,"
                     f" {result['transactions']} transactions"
                     f" (largest batch {result['largest_batch']}),"
+                    f" writer thread CPU {result['writer_cpu_s']} s,"
                     f" {result['rooms_per_second']} room walks/s"
                 )
 

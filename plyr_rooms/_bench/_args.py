@@ -65,6 +65,18 @@ def _schedule(text: str) -> dict[str, Any]:
     return fields
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N[,N[,N]]: {text!r}") from None
+
+    if not 1 <= len(counts) <= 3 or min(counts) < 0:
+        raise argparse.ArgumentTypeError(f"expected 1 to 3 counts >= 0: {text!r}")
+
+    return counts
+
+
 def add_arguments(parser: argparse.ArgumentParser, *, rooms: int = 100) -> None:
     """Register the workload, strategy and output options on *parser*."""
     work = parser.add_argument_group("workload")
@@ -133,6 +145,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, rooms: int = 100) -> None:
         action="store_true",
         help="run the clients in this process (CPU and RSS then include the driver)",
     )
+    run.add_argument(
+        "--gc-threshold",
+        type=_counts,
+        metavar="N[,N[,N]]",
+        help="the client's gc.set_threshold while it runs (default: CPython's)",
+    )
     run.add_argument("--profile", metavar="DIR", help="profile each client into DIR")
     run.add_argument(
         "--profiler",
@@ -173,6 +191,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         poller_rps=args.poller_rps,
         poller_concurrency=args.poller_concurrency,
         poll_schedule=args.poll_schedule,
+        gc_threshold=args.gc_threshold,
     )
 
 

@@ -18,6 +18,7 @@ import anyio
 from ..client import PlyrClient
 from ..poller import TaskPoller
 from ._config import BenchConfig, Target, room_players
+from ._gc import collector
 from ._pipe import StdinLines, configure_child_logging, emit
 from ._profile import profiling
 from ._walks import CountingSource, Recorder, TaskWalk, naive_waiter
@@ -59,18 +60,19 @@ async def run_strategy(
     cpu_before = time.process_time()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
-    async with (
-        PlyrClient(
-            target.url, target.api_key, target.api_secret, connection_limit=limit
-        ) as client,
-        anyio.create_task_group() as progress_group,
-    ):
-        if on_progress is not None:
-            progress_group.start_soon(_report, recorder, on_progress)
+    with collector(config.gc_threshold) as gc_cost:
+        async with (
+            PlyrClient(
+                target.url, target.api_key, target.api_secret, connection_limit=limit
+            ) as client,
+            anyio.create_task_group() as progress_group,
+        ):
+            if on_progress is not None:
+                progress_group.start_soon(_report, recorder, on_progress)
 
-        await _run_rooms(strategy, client, config, target, recorder)
-        progress_group.cancel_scope.cancel()
-        client_stats = client.stats
+            await _run_rooms(strategy, client, config, target, recorder)
+            progress_group.cancel_scope.cancel()
+            client_stats = client.stats
 
     finished = time.monotonic()
     cpu = time.process_time() - cpu_before
@@ -97,6 +99,8 @@ async def run_strategy(
         "client_retries": client_stats.retries,
         "client_errors": dict(client_stats.errors),
         "poller": recorder.poller,
+        "journal": recorder.journal,
+        "gc": gc_cost,
     }
 
 

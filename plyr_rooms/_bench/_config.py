@@ -131,6 +131,8 @@ class BenchConfig:
         poller_concurrency: the shared poller's concurrency cap (None: default).
         poll_schedule: :class:`~plyr_rooms.poller.PollSchedule` fields to change
             (tests shorten ``first_delay`` and ``interval``); empty: its defaults.
+        gc_threshold: the cyclic collector's thresholds in the client while it
+            runs (as ``gc.set_threshold`` takes them); None: CPython's defaults.
     """
 
     rooms: int = attrs.field(default=100, validator=_positive)
@@ -157,6 +159,9 @@ class BenchConfig:
     poller_rps: float | None = None
     poller_concurrency: int | None = None
     poll_schedule: dict[str, Any] = attrs.Factory(dict)
+    gc_threshold: tuple[int, ...] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(tuple)
+    )
 
     def poller_options(self) -> dict[str, Any]:
         """Return the keyword arguments of the shared poller this run asks for."""
@@ -177,6 +182,11 @@ class BenchConfig:
     def __attrs_post_init__(self) -> None:
         if self.journal not in (None, "memory", "sqlite"):
             raise ValueError(f"journal must be memory or sqlite, got {self.journal!r}")
+
+        if self.gc_threshold is not None and not (
+            1 <= len(self.gc_threshold) <= 3 and min(self.gc_threshold) >= 0
+        ):
+            raise ValueError(f"gc_threshold takes 1 to 3 counts: {self.gc_threshold!r}")
 
         if Decimal(self.stake) <= 0:
             raise ValueError(f"stake must be > 0, got {self.stake!r}")

@@ -124,6 +124,8 @@ def summarize(
         "sim_cpu_s": sim_cpu,
         "profile": job.get("profile"),
         "poller": job.get("poller"),
+        "journal": job.get("journal"),
+        "gc": job.get("gc"),
         "samples": {
             "added_latency_s": added,
             "status_times_s": [t - job["started"] for t in job["status_times"]],
@@ -182,7 +184,10 @@ _ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("step latency p99 (s)", lambda s: _num(s["step_latency_s"]["p99"], 2)),
     ("client CPU / room (ms)", lambda s: _num(s["client_cpu_ms_per_room"], 2)),
     ("  of which user / sys (s)", lambda s: _split(s)),
+    ("  of which journal thread (s)", lambda s: _journal_cpu(s.get("journal"))),
+    ("  garbage collection (s)", lambda s: _gc(s.get("gc"))),
     ("client CPU / request (us)", lambda s: _num(s["client_cpu_us_per_request"], 0)),
+    ("journal writes / commits", lambda s: _journal_writes(s.get("journal"))),
     ("peak client RSS (MB)", lambda s: _num(s["peak_rss_mb"], 0)),
     ("simulator CPU (s)", lambda s: _num(s["sim_cpu_s"], 1)),
     ("429s", lambda s: str(s["rate_limited"])),
@@ -209,6 +214,22 @@ def _split(summary: dict[str, Any]) -> str:
         return "-"
 
     return f"{user:.1f} / {system:.1f}"
+
+
+def _gc(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return "-"
+
+    full = stats["collections"][2]
+    return f"{stats['seconds']:.1f} ({full} full)"
+
+
+def _journal_cpu(stats: dict[str, Any] | None) -> str:
+    return "-" if not stats else f"{stats['writer_cpu_seconds']:.1f}"
+
+
+def _journal_writes(stats: dict[str, Any] | None) -> str:
+    return "-" if not stats else f"{stats['writes']} / {stats['transactions']}"
 
 
 def _ms(value: float | None) -> str:

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
     from .._observe import Transition
     from ..client import PlyrClient
-    from ..journal import Journal
     from ._config import BenchConfig, Target
     from ._walks import CountingSource, Recorder
 
@@ -93,7 +92,9 @@ class BenchRoom(GameRoom):
 
 
 @contextlib.asynccontextmanager
-async def _journal(kind: str | None) -> AsyncIterator[Journal | None]:
+async def _journal(
+    kind: str | None,
+) -> AsyncIterator[MemoryJournal | SQLiteJournal | None]:
     if kind is None:
         yield None
     elif kind == "memory":
@@ -133,6 +134,8 @@ async def run_room_strategy(
                 )
 
         recorder.poller_closing(poller.stats)
+        if journal is not None:
+            recorder.journal_closing(journal.stats)
 
 
 async def _walk(

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from ..client import PlyrClient
+    from ..journal import JournalStats
     from ..poller import PollerStats
     from ._config import BenchConfig, Player
 
@@ -52,10 +53,16 @@ class Recorder:
     first_error: str | None = None
     # The shared poller's stats as it closed (None for strategies without one).
     poller: dict[str, Any] | None = None
+    # The journal's stats as it closed (None without a journal).
+    journal: dict[str, Any] | None = None
 
     def poller_closing(self, stats: PollerStats) -> None:
         """Keep the shared poller's final stats for the report."""
         self.poller = attrs.asdict(stats)
+
+    def journal_closing(self, stats: JournalStats) -> None:
+        """Keep the journal's final stats for the report."""
+        self.journal = attrs.asdict(stats)
 
     def step(self, room: int, step: str, task_id: str | None, started: float) -> None:
         """Record a step that just returned successfully."""
