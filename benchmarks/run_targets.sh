@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The runs behind benchmarks/README.md's "Latest results", in order. Each writes
 # its JSON report and plot into benchmarks/results/ and its table to a .txt.
-# About 25 minutes on 2 cores.
+# About 40 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=benchmarks/results
@@ -36,3 +36,12 @@ run load-10k --rooms 10000 --players 4 --scenario independent \
     --strategies shared,atomic --poller-rps 2000 --cpu-requests 0
 run load-10k-journal --rooms 10000 --players 4 --scenario independent \
     --strategies shared,atomic --poller-rps 2000 --cpu-requests 0 --journal sqlite
+
+# The same pair with the collector's thresholds raised, as an operator running
+# that many rooms would (README, "Thousands of rooms").
+run load-10k-gc --rooms 10000 --players 4 --scenario independent \
+    --strategies shared,atomic --poller-rps 2000 --cpu-requests 0 \
+    --gc-threshold 20000,20,10
+run load-10k-journal-gc --rooms 10000 --players 4 --scenario independent \
+    --strategies shared,atomic --poller-rps 2000 --cpu-requests 0 --journal sqlite \
+    --gc-threshold 20000,20,10
