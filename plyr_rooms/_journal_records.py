@@ -44,8 +44,8 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", re.I)
 _SECRET_KEY = re.compile(r'"[^"]*(?:jwt|password|api_?secret|api_?key)[^"]*"\s*:', re.I)
 # A match of either pattern holds one of these, once lower-cased. Each is made of
 # letters that only match, ignoring case, characters lower-casing to themselves
-# ("s" also matches U+017F and "i" U+0131, which do not: hence "word", "ecret").
-_HINTS = ("eyj", "jwt", "word", "ecret", "key")
+# ("s" also matches U+017F and "i" U+0131, which do not: hence "word", "cret").
+_HINTS = ("eyj", "jwt", "word", "cret", "key")
 
 
 class JournalError(PlyrError):

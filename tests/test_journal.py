@@ -93,7 +93,7 @@ class TestRecords:
 SCAN_PIECES = [
     '"', ":", " ", "{", "}", ",", "x", "_", "a", "p", "i",
     "jwt", "JWT", "eyJ", "eYj", "password", "PassWord", "secret", "key", "KEY",
-    "api", "API", "word", "ecret", "\u017f", "\u0131", "\u0130", "\u212a",
+    "api", "API", "word", "cret", "\u017f", "\u0131", "\u0130", "\u212a",
     "eyJhbGciOiJ.eyJ.sig", "pa\u017f\u017fword", "ap\u0131_\u017fecret",
     "api_\u212aey",
 ]  # fmt: skip
@@ -490,6 +490,7 @@ ops = st.lists(
 
 async def apply(journal: Journal, model: Model, op: tuple[Any, ...]) -> None:
     kind = op[0]
+    record: RoomRecord | None = None
     if kind == "open":
         record = room(op[1], state=op[2])
         expect_error = op[1] in model.rooms
@@ -525,13 +526,11 @@ async def apply(journal: Journal, model: Model, op: tuple[Any, ...]) -> None:
         return
 
     result = await call
-    if kind == "open":
-        model.rooms[op[1]] = record
-        model.steps[op[1]] = {}
-        model.stamps[op[1]] = model.tick()
-    elif kind == "update":
+    if kind in ("open", "update"):
+        assert record is not None
         model.rooms[op[1]] = record
         model.stamps[op[1]] = model.tick()
+        model.steps.setdefault(op[1], {})
     elif kind == "close":
         model.closed.add(op[1])
     elif kind == "intend":
