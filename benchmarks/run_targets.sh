@@ -31,17 +31,12 @@ run independent --rooms 1000 --players 4 --scenario independent \
 run sequential --rooms 1000 --players 4 --scenario sequential \
     --strategies naive,sync,shared,atomic --poller-rps 1000 --cpu-requests 0
 
-# 10,000 rooms in flight at once, without and with the SQLite journal.
+# 10,000 rooms in flight at once, each walk without and with the SQLite journal
+# in the same run; then the same run with the collector's thresholds raised, as
+# an operator running that many rooms would (README, "Thousands of rooms").
 run load-10k --rooms 10000 --players 4 --scenario independent \
-    --strategies shared,atomic --poller-rps 2000 --cpu-requests 0
-run load-10k-journal --rooms 10000 --players 4 --scenario independent \
-    --strategies shared,atomic --poller-rps 2000 --cpu-requests 0 --journal sqlite
-
-# The same pair with the collector's thresholds raised, as an operator running
-# that many rooms would (README, "Thousands of rooms").
+    --strategies shared,shared+journal,atomic,atomic+journal --poller-rps 2000 \
+    --cpu-requests 0
 run load-10k-gc --rooms 10000 --players 4 --scenario independent \
-    --strategies shared,atomic --poller-rps 2000 --cpu-requests 0 \
-    --gc-threshold 20000,20,10
-run load-10k-journal-gc --rooms 10000 --players 4 --scenario independent \
-    --strategies shared,atomic --poller-rps 2000 --cpu-requests 0 --journal sqlite \
-    --gc-threshold 20000,20,10
+    --strategies shared,shared+journal,atomic,atomic+journal --poller-rps 2000 \
+    --cpu-requests 0 --gc-threshold 20000,20,10

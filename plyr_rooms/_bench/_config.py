@@ -20,7 +20,15 @@ __all__ = [
 ]
 
 #: Every strategy the harness knows, in the order reports list them.
-STRATEGIES = ("naive", "sync", "shared-tasks", "shared", "atomic")
+STRATEGIES = (
+    "naive",
+    "sync",
+    "shared-tasks",
+    "shared",
+    "shared+journal",
+    "atomic",
+    "atomic+journal",
+)
 
 #: Tasks one room costs under each strategy: the six-step walk (create, join, pay,
 #: earn, leave, end) or the atomic one (create-join-pay, earn-leave-end).
@@ -29,7 +37,9 @@ STEPS_PER_ROOM = {
     "sync": 6,
     "shared-tasks": 6,
     "shared": 6,
+    "shared+journal": 6,
     "atomic": 2,
+    "atomic+journal": 2,
 }
 
 

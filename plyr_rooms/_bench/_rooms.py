@@ -115,9 +115,13 @@ async def run_room_strategy(
     recorder: Recorder,
 ) -> None:
     """Walk every room of *config* with :class:`BenchRoom` through a manager."""
-    atomic = strategy == "atomic"
+    # "+journal": the same walk with a journal (SQLite unless --journal says),
+    # so that one run measures the walk with and without it.
+    walk, _, journaled = strategy.partition("+")
+    atomic = walk == "atomic"
+    kind = (config.journal or "sqlite") if journaled else config.journal
     async with (
-        _journal(config.journal) as journal,
+        _journal(kind) as journal,
         TaskPoller(source, **config.poller_options()) as poller,
         RoomManager(
             client,
