@@ -85,6 +85,19 @@ class TestHarness:
 
         check_counts("shared", report["strategies"]["shared"])
 
+    async def test_one_run_compares_a_walk_with_and_without_journal(self) -> None:
+        """``+journal`` walks the same rooms with a journal; the run compares both."""
+        strategies = ("atomic", "atomic+journal")
+        report = await run_bench(tiny(strategies=strategies, cpu_requests=0))
+
+        plain, journaled = (report["strategies"][name] for name in strategies)
+        check_counts("atomic+journal", journaled)
+        assert plain["journal"] is None
+        # Opened, then intent, task id and outcome for each of the two steps.
+        assert journaled["journal"]["writes"] == ROOMS * 7
+        [check] = [c for c in report["checks"] if "without the journal" in c["target"]]
+        assert check["target"].startswith("atomic+journal")
+
     async def test_in_process_run_and_table(self) -> None:
         """Clients may run in the driver's process; the table names each strategy."""
         report = await run_bench(
