@@ -22,6 +22,8 @@ __all__ = ["ProgressSink", "machine", "run_bench"]
 _CLIENT_MODULE = "plyr_rooms._bench._client_child"
 # The per-request CPU comparison reads a finished task: any short latency will do.
 _CPU_LATENCY = "fixed:0.01"
+# The strategies that walk like another one, with a journal.
+_JOURNALED = ("shared+journal", "atomic+journal")
 
 
 class ProgressSink(Protocol):
@@ -238,9 +240,6 @@ def _load_check(name: str, summary: dict[str, Any]) -> dict[str, Any]:
         "measured": f"{errors} failed rooms, {rss:.0f} MB",
         "met": errors == 0 and rss < 400,
     }
-
-
-_JOURNALED = ("shared+journal", "atomic+journal")
 
 
 def _journal_check(
