@@ -8,6 +8,12 @@ the disk, the next batch piles up, so ten thousand rooms writing at once cost a
 few hundred commits, not ten thousand, and every writer still returns only once
 its own record is durable.
 
+A batch of writes is ONE SQL statement: its rows go as a JSON array into a temp
+view whose triggers apply them, so the thread takes the GIL back once per batch
+instead of once per record (see ``_commit_at_once`` for why that matters). A
+batch with a read, or with a record the rules refuse, runs one statement per
+record instead, with the same result.
+
 ``synchronous=FULL`` is the default: with WAL, NORMAL survives a killed process
 but not a power cut (the last commits may not have reached the disk), and a lost
 intent is exactly what would let resume send a payment twice. Group commit pays
@@ -27,10 +33,9 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import anyio
-import attrs
 
 from ._journal_records import (
     JournalClosed,
@@ -129,12 +134,12 @@ def _dumps(value: object) -> str:
     return json_text(value)
 
 
-@attrs.define(eq=False)
-class _Op:
-    run: Callable[[sqlite3.Connection], Any]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-    write: bool
+# One queued call: the function the writer runs (with the connection first),
+# its arguments, and the future it resolves. A plain tuple: ten thousand rooms
+# keep one each alive while they wait, and the garbage collector walks them all.
+_Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+# A call once the writer ran it: its result, or the error its waiter gets.
+_Done = tuple[_Op, Any, "BaseException | None"]
 
 
 class SQLiteJournal:
@@ -150,6 +155,9 @@ class SQLiteJournal:
             survives power loss) or ``"NORMAL"`` (survives a killed process).
         max_batch: the most records one transaction may carry; 1 disables
             group commit (one transaction per write).
+        at_once: write a batch as one SQL statement (the default) when it
+            holds only writes; False runs one statement per record, as a batch
+            holding a refused record does anyway.
 
     Raises:
         JournalVersionError: the file was written by a newer plyr-rooms.
@@ -162,6 +170,7 @@ class SQLiteJournal:
         *,
         synchronous: str = "FULL",
         max_batch: int = 4096,
+        at_once: bool = True,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
         if synchronous.upper() not in _SYNC_MODES:
@@ -173,6 +182,7 @@ class SQLiteJournal:
         self.path = os.fspath(path)
         self._max_batch = max_batch
         self._conn = _connect(self.path, synchronous.upper(), migrations)
+        self._at_once = at_once and _prepare_at_once(self._conn)
         self._seq, self._clock = _counters(self._conn)
         self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._closing = False
@@ -205,18 +215,17 @@ class SQLiteJournal:
         """Record a new room (its key must be new); durable on return."""
         _check_room(room)
         row = (*_room_row(room), self._tick(), time.time())
-        await self._call(lambda c: _insert_room(c, row))
+        await self._call(_insert_room, row)
 
     async def room_updated(self, room: RoomRecord) -> None:
         """Replace the record of a known room; durable on return."""
         _check_room(room)
-        row = (*_room_row(room), self._tick())
-        await self._call(lambda c: _update_room(c, row))
+        await self._call(_update_room, (*_room_row(room), self._tick()))
 
     async def room_closed(self, room_key: str, reason: str | None = None) -> None:
         """Mark a room as needing nothing more; durable on return."""
         check_no_secrets(reason, where="close reason")
-        await self._call(lambda c: _close_room(c, room_key, reason))
+        await self._call(_close_room, room_key, reason)
 
     async def intend(self, room_key: str, step: str, request: Mapping[str, Any]) -> int:
         """Record that *step* is about to be sent; durable on return.
@@ -229,14 +238,13 @@ class SQLiteJournal:
         text = scan_json(json_text(dict(request)), where=f"{step} request")
         self._seq += 1
         seq = self._seq
-        row = (seq, room_key, step, text, time.time())
-        await self._call(lambda c: _insert_step(c, row))
+        await self._call(_insert_step, seq, room_key, step, text, time.time())
         return seq
 
     async def submitted(self, room_key: str, step_seq: int, task_id: str) -> None:
         """Record the task id the service gave the step; durable on return."""
         check_no_secrets(task_id, where="task id")
-        await self._call(lambda c: _submit_step(c, room_key, step_seq, task_id))
+        await self._call(_submit_step, room_key, step_seq, task_id)
 
     async def settled(
         self,
@@ -261,23 +269,22 @@ class SQLiteJournal:
 
         args = (outcome, text, self._tick(), time.time(), step_seq, room_key)
         if room is None:
-            await self._call(lambda c: _settle_step(c, args))
+            await self._call(_settle_step, args)
             return
 
         # The step first: if it is refused, nothing was written. The room row
         # cannot then be missing, since the step's row refers to it.
         row = (*_room_row(room), self._tick())
-        await self._call(lambda c: _settle_and_update(c, args, row))
+        await self._call(_settle_and_update, args, row)
 
     async def unfinished(self) -> list[JournaledRoom]:
         """Return every room not finished nor closed, with its steps."""
-        where = "finished = 0 AND closed = 0"
-        return await self._call(lambda c: _read_rooms(c, where), write=False)
+        return await self._call(_read_rooms, "finished = 0 AND closed = 0")
 
     async def rooms(self, *, include_finished: bool = False) -> list[JournaledRoom]:
         """Return the journaled rooms (all of them with *include_finished*)."""
         where = "1" if include_finished else "finished = 0 AND closed = 0"
-        return await self._call(lambda c: _read_rooms(c, where), write=False)
+        return await self._call(_read_rooms, where)
 
     async def aclose(self) -> None:
         """Write what was already asked for, then close the file.
@@ -299,16 +306,14 @@ class SQLiteJournal:
         self._clock += 1
         return self._clock
 
-    async def _call(
-        self, run: Callable[[sqlite3.Connection], _T], *, write: bool = True
-    ) -> _T:
+    def _call(self, run: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        # A plain function, so that a waiting write holds no coroutine of its own.
         if self._closing:
             raise JournalClosed(f"the journal {self.path!r} is closed")
 
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_T] = loop.create_future()
-        self._queue.put(_Op(run, loop, future, write))
-        return await future
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._queue.put((run, args, future))
+        return future
 
     # The writer thread from here on.
 
@@ -328,7 +333,7 @@ class SQLiteJournal:
         if first is _STOP:
             return [], True
 
-        batch = [first]
+        batch = [cast("_Op", first)]
         while len(batch) < self._max_batch:
             try:
                 item = self._queue.get_nowait()
@@ -336,19 +341,50 @@ class SQLiteJournal:
                 break
 
             if item is _STOP:
-                return _ops(batch), True
+                return batch, True
 
-            batch.append(item)
+            batch.append(cast("_Op", item))
 
-        return _ops(batch), False
+        return batch, False
 
     def _commit(self, batch: list[_Op]) -> None:
-        done: list[tuple[_Op, Any, BaseException | None]] = []
+        done = self._commit_at_once(batch) if self._at_once else None
+        if done is None:
+            done = self._commit_each(batch)
+
+        _deliver(done)
+        self._writer_cpu = time.thread_time()
+
+    def _commit_at_once(self, batch: list[_Op]) -> list[_Done] | None:
+        # A batch of writes goes to SQLite as ONE statement, its own transaction:
+        # the temp view's triggers apply the records in order. The thread then
+        # gives up the GIL once per batch, not once per record. Each time it
+        # gives it up, taking it back from an event loop busy with thousands of
+        # rooms can take long: the loop's thread drops and retakes the GIL at
+        # every socket call and wins most of those races. That wait, once per
+        # statement, is what batches of separate statements mostly spent their
+        # time on. A refused record fails the whole statement, which then
+        # changed nothing: the batch goes one statement per record instead, and
+        # the refusal is that record's alone.
+        text = _batch_json(batch)
+        if text is None:
+            return None
+
+        try:
+            self._conn.execute(_AT_ONCE, (text,))
+        except Exception as exc:
+            logger.debug(
+                "journal batch of %d goes record by record: %s", len(batch), exc
+            )
+            return None
+
+        self._count(len(batch))
+        return [(op, None, None) for op in batch]
+
+    def _commit_each(self, batch: list[_Op]) -> list[_Done]:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                done.append(_apply(self._conn, op))
-
+            done = [_apply(self._conn, op) for op in batch]
             self._conn.execute("COMMIT")
         except Exception as exc:
             logger.exception("journal transaction of %d records failed", len(batch))
@@ -356,15 +392,15 @@ class SQLiteJournal:
                 self._conn.execute("ROLLBACK")
 
             error = JournalError(f"journal write failed: {exc}")
-            done = [(op, None, error) for op in batch]
-        else:
-            writes = sum(1 for op in batch if op.write)
-            self._writes += writes
-            self._transactions += 1 if writes else 0
-            self._largest = max(self._largest, writes)
+            return [(op, None, error) for op in batch]
 
-        _deliver(done)
-        self._writer_cpu = time.thread_time()
+        self._count(sum(1 for op in batch if op[0] in _SHAPES))
+        return done
+
+    def _count(self, writes: int) -> None:
+        self._writes += writes
+        self._transactions += 1 if writes else 0
+        self._largest = max(self._largest, writes)
 
 
 def _connect(
@@ -394,25 +430,178 @@ def _counters(conn: sqlite3.Connection) -> tuple[int, int]:
     return int(seq[0] or 0), max(int(seq[1] or 0), int(room[0] or 0))
 
 
-def _ops(items: list[_Op | object]) -> list[_Op]:
-    return [item for item in items if isinstance(item, _Op)]
+# -- a batch in one statement ------------------------------------------------------
+#
+# Inserting into the temp view ``journal_ops`` writes nothing to it: one INSTEAD
+# OF trigger per kind of record applies the row to ``rooms`` or ``steps``, under
+# the same rules as the functions further down (each refusal raises, which undoes
+# the whole statement). Temp objects live in the connection only: the file's
+# schema is unchanged, and a SQLite that cannot make them (one without JSON
+# functions) never takes this path.
+
+_OP_COLUMNS: Final = (
+    "op, room_key, seq, step, request, task_id, outcome, detail, stamp, at,"
+    " class_name, state, room_id, room_address, players, pot, unsettled, data,"
+    " finished, reason"
+)
+_WIDTH: Final = _OP_COLUMNS.count(",") + 1
+_NO_ROOM: Final = (None,) * 9  # class_name .. finished
+_ROOM_SET: Final = (
+    "class_name = NEW.class_name, state = NEW.state, room_id = NEW.room_id,"
+    " room_address = NEW.room_address, players = NEW.players, pot = NEW.pot,"
+    " unsettled = NEW.unsettled, data = NEW.data, finished = NEW.finished,"
+    " stamp = NEW.stamp, updated_at = NEW.at"
+)
+_NO_ROOM_ROW: Final = (
+    "SELECT RAISE(ABORT, 'room not journaled')"
+    " WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE key = NEW.room_key)"
+)
+_NO_STEP_ROW: Final = (
+    "SELECT RAISE(ABORT, 'no such step') WHERE NOT EXISTS (SELECT 1 FROM steps"
+    " WHERE seq = NEW.seq AND room_key = NEW.room_key{})"
+)
+_TRIGGERS: Final = {
+    "open": "INSERT INTO rooms (key, class_name, state, room_id, room_address,"
+    " players, pot, unsettled, data, finished, stamp, opened_at, updated_at)"
+    " VALUES (NEW.room_key, NEW.class_name, NEW.state, NEW.room_id,"
+    " NEW.room_address, NEW.players, NEW.pot, NEW.unsettled, NEW.data,"
+    " NEW.finished, NEW.stamp, NEW.at, NEW.at);",
+    "update": f"{_NO_ROOM_ROW}; UPDATE rooms SET {_ROOM_SET} WHERE key = NEW.room_key;",
+    "close": f"{_NO_ROOM_ROW}; UPDATE rooms SET closed = 1,"
+    " closed_reason = NEW.reason, updated_at = NEW.at WHERE key = NEW.room_key;",
+    "intend": f"{_NO_ROOM_ROW}; INSERT INTO steps (seq, room_key, step, request,"
+    " intended_at) VALUES (NEW.seq, NEW.room_key, NEW.step, NEW.request, NEW.at);",
+    # Only the usual case (no task id yet, no outcome): a repeat or a refusal
+    # goes record by record, which tells the two apart.
+    "submit": _NO_STEP_ROW.format(" AND task_id IS NULL AND outcome IS NULL")
+    + "; UPDATE steps SET task_id = NEW.task_id, submitted_at = NEW.at"
+    " WHERE seq = NEW.seq;",
+    "settle": _NO_STEP_ROW.format("") + "; UPDATE steps SET outcome = NEW.outcome,"
+    " detail = NEW.detail, settled_stamp = NEW.stamp, settled_at = NEW.at"
+    " WHERE seq = NEW.seq;",
+}
+_AT_ONCE: Final = (
+    f"INSERT INTO journal_ops ({_OP_COLUMNS}) SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(_WIDTH))
+    + " FROM json_each(?) ORDER BY json_each.key"
+)
 
 
-def _apply(conn: sqlite3.Connection, op: _Op) -> tuple[_Op, Any, BaseException | None]:
+def _prepare_at_once(conn: sqlite3.Connection) -> bool:
+    # Create the temp view and its triggers; False if this SQLite cannot (no
+    # JSON functions, say).
+    nulls = ", ".join(["NULL"] * _WIDTH)
+    try:
+        conn.execute(
+            f"CREATE TEMP VIEW journal_ops ({_OP_COLUMNS}) AS SELECT {nulls} WHERE 0"
+        )
+        for op, body in _TRIGGERS.items():
+            conn.execute(
+                f"CREATE TEMP TRIGGER journal_{op} INSTEAD OF INSERT ON journal_ops"
+                f" WHEN NEW.op = '{op}' BEGIN {body} END"
+            )
+
+        known = ", ".join(f"'{op}'" for op in _TRIGGERS)
+        conn.execute(
+            "CREATE TEMP TRIGGER journal_unknown INSTEAD OF INSERT ON journal_ops"
+            f" WHEN NEW.op NOT IN ({known}) BEGIN"
+            " SELECT RAISE(ABORT, 'unknown journal record'); END"
+        )
+        conn.execute(_AT_ONCE, ("[]",))
+    except sqlite3.Error as exc:
+        logger.debug("journal batches go record by record: %s", exc)
+        return False
+
+    return True
+
+
+def _batch_json(batch: list[_Op]) -> str | None:
+    # The rows of a batch as one JSON array, or None if one of its calls is not
+    # a write the triggers know (a read), or if the text holds an escaped NUL
+    # (SQLite's JSON functions end a string there).
+    now = time.time()
+    rows: list[tuple[Any, ...]] = []
+    for run, args, _ in batch:
+        shape = _SHAPES.get(run)
+        if shape is None:
+            return None
+
+        rows.extend(shape(now, *args))
+
+    text = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    return None if "\\u0000" in text else text
+
+
+def _open_row(now: float, row: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    key, room, stamp, opened_at = row[0], row[1:10], row[10], row[11]
+    return [("open", key, *(None,) * 6, stamp, opened_at, *room, None)]
+
+
+def _update_row(now: float, row: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    return [("update", row[0], *(None,) * 6, row[10], now, *row[1:10], None)]
+
+
+def _close_row(now: float, key: str, reason: str | None) -> list[tuple[Any, ...]]:
+    return [("close", key, *(None,) * 7, now, *_NO_ROOM, reason)]
+
+
+def _intend_row(
+    now: float, seq: int, key: str, step: str, request: str, at: float
+) -> list[tuple[Any, ...]]:
+    return [("intend", key, seq, step, request, *(None,) * 4, at, *_NO_ROOM, None)]
+
+
+def _submit_row(now: float, key: str, seq: int, task_id: str) -> list[tuple[Any, ...]]:
+    return [
+        ("submit", key, seq, None, None, task_id, *(None,) * 3, now, *_NO_ROOM, None)
+    ]
+
+
+def _settle_row(now: float, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    outcome, detail, stamp, at, seq, key = args
+    return [
+        (
+            "settle",
+            key,
+            seq,
+            None,
+            None,
+            None,
+            outcome,
+            detail,
+            stamp,
+            at,
+            *_NO_ROOM,
+            None,
+        )
+    ]
+
+
+def _settle_update_rows(
+    now: float, args: tuple[Any, ...], row: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    return _settle_row(now, args) + _update_row(now, row)
+
+
+# -- one record at a time ----------------------------------------------------------
+
+
+def _apply(conn: sqlite3.Connection, op: _Op) -> _Done:
     # A refused record fails alone: its statement did nothing (SQLite undoes a
     # failed statement, not the transaction), and the batch goes on.
+    run, args, _ = op
     try:
-        return op, op.run(conn), None
+        return op, run(conn, *args), None
     except JournalError as exc:
         return op, None, exc
     except sqlite3.IntegrityError as exc:
         return op, None, JournalError(f"journal refused the record: {exc}")
 
 
-def _deliver(done: list[tuple[_Op, Any, BaseException | None]]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = defaultdict(list)
+def _deliver(done: list[_Done]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = defaultdict(list)
     for item in done:
-        by_loop[item[0].loop].append(item)
+        by_loop[item[0][2].get_loop()].append(item)
 
     for loop, items in by_loop.items():
         try:
@@ -422,15 +611,15 @@ def _deliver(done: list[tuple[_Op, Any, BaseException | None]]) -> None:
             logger.debug("journal results for a closed event loop dropped")
 
 
-def _resolve(items: list[tuple[_Op, Any, BaseException | None]]) -> None:
-    for op, result, error in items:
-        if op.future.done():  # the waiter was cancelled
+def _resolve(items: list[_Done]) -> None:
+    for (_, _, future), result, error in items:
+        if future.done():  # the waiter was cancelled
             continue
 
         if error is None:
-            op.future.set_result(result)
+            future.set_result(result)
         else:
-            op.future.set_exception(error)
+            future.set_exception(error)
 
 
 def _room_row(room: RoomRecord) -> tuple[Any, ...]:
@@ -481,14 +670,16 @@ def _close_room(conn: sqlite3.Connection, key: str, reason: str | None) -> None:
         raise JournalError(f"room {key!r} is not journaled")
 
 
-def _insert_step(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+def _insert_step(
+    conn: sqlite3.Connection, seq: int, key: str, step: str, request: str, at: float
+) -> None:
     cursor = conn.execute(
         "INSERT INTO steps (seq, room_key, step, request, intended_at)"
         " SELECT ?, key, ?, ?, ? FROM rooms WHERE key = ?",
-        (row[0], row[2], row[3], row[4], row[1]),
+        (seq, step, request, at, key),
     )
     if cursor.rowcount == 0:
-        raise JournalError(f"room {row[1]!r} is not journaled")
+        raise JournalError(f"room {key!r} is not journaled")
 
 
 def _submit_step(conn: sqlite3.Connection, key: str, seq: int, task_id: str) -> None:
@@ -568,3 +759,16 @@ def _read_rooms(conn: sqlite3.Connection, where: str) -> list[JournaledRoom]:
         )
         for row in rooms
     ]
+
+
+#: How each write becomes rows of ``journal_ops``; a call not here (a read)
+#: sends its batch record by record.
+_SHAPES: Final[dict[Callable[..., Any], Callable[..., list[tuple[Any, ...]]]]] = {
+    _insert_room: _open_row,
+    _update_room: _update_row,
+    _close_room: _close_row,
+    _insert_step: _intend_row,
+    _submit_step: _submit_row,
+    _settle_step: _settle_row,
+    _settle_and_update: _settle_update_rows,
+}

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import sqlite3
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -576,3 +579,236 @@ async def test_stores_follow_the_model(
             assert open_ == model.view(everything=False)
         finally:
             await journal.aclose()
+
+
+# A batch in one statement (the triggers) against the same calls record by record.
+
+
+async def _one_batch(
+    journal: SQLiteJournal, calls: list[Callable[[], Any]]
+) -> list[Any]:
+    # Hold the writer thread in a batch of its own until every call is queued,
+    # so that all of them reach it as one batch, in call order.
+    entered, release = threading.Event(), threading.Event()
+
+    def gate(conn: sqlite3.Connection) -> None:
+        entered.set()
+        release.wait(10)
+
+    held = journal._call(gate)
+    await anyio.to_thread.run_sync(entered.wait, 10)
+    try:
+        tasks = [asyncio.ensure_future(call()) for call in calls]
+        await asyncio.sleep(0)  # each task runs up to its wait: all queued
+    finally:
+        release.set()
+        await held
+
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    return [
+        (type(r).__name__, str(r)) if isinstance(r, BaseException) else r
+        for r in results
+    ]
+
+
+def _batch_calls(
+    journal: SQLiteJournal,
+    ops: list[tuple[Any, ...]],
+    intents: list[tuple[str, int]],
+) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
+    # The model test's operations as calls; "submit i" and "settle i" name the
+    # i-th intend so far (an intend takes its sequence number when called,
+    # refused or not), or a step that does not exist.
+    calls: list[Callable[[], Coroutine[Any, Any, Any]]] = []
+    for op in ops:
+        kind = op[0]
+        if kind == "open":
+            record = room(op[1], state=op[2], data={"note": op[3]})
+            calls.append(functools.partial(journal.room_opened, record))
+        elif kind == "update":
+            record = room(op[1], state=op[2], unsettled=op[3])
+            calls.append(functools.partial(journal.room_updated, record))
+        elif kind == "close":
+            calls.append(functools.partial(journal.room_closed, op[1], "by hand"))
+        elif kind == "intend":
+            intents.append((op[1], len(intents) + 1))
+            request = {"plyrIds": ["alice"]}
+            calls.append(functools.partial(journal.intend, op[1], op[2], request))
+        elif kind == "read":
+            calls.append(functools.partial(journal.rooms, include_finished=True))
+        else:
+            key, seq = intents[op[1]] if op[1] < len(intents) else ("a", 10_000)
+            if kind == "submit":
+                calls.append(functools.partial(journal.submitted, key, seq, op[2]))
+            else:
+                with_room = None if op[3] is None else room(key, state=op[3])
+                settle = functools.partial(journal.settled, key, seq, op[2], {"n": 1})
+                calls.append(functools.partial(settle, room=with_room))
+
+    return calls
+
+
+batch_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("open"),
+            st.sampled_from(KEYS),
+            st.sampled_from(STATES),
+            st.sampled_from(["", "\x00", 'é \\ " ñ', "a\x00b"]),
+        ),
+        st.tuples(
+            st.just("update"),
+            st.sampled_from(KEYS),
+            st.sampled_from(STATES),
+            st.none() | st.just("task lost"),
+        ),
+        st.tuples(st.just("close"), st.sampled_from(KEYS)),
+        st.tuples(
+            st.just("intend"), st.sampled_from(KEYS), st.sampled_from(["join", "pay"])
+        ),
+        st.tuples(st.just("submit"), st.integers(0, 6), st.sampled_from(["1", "2"])),
+        st.tuples(
+            st.just("settle"),
+            st.integers(0, 6),
+            st.sampled_from(["SUCCESS", "FAILED"]),
+            st.none() | st.sampled_from(STATES),
+        ),
+        st.tuples(st.just("read")),
+    ),
+    max_size=30,
+)
+
+
+@st.composite
+def valid_batches(draw: st.DrawFn, size: int = 30) -> list[list[tuple[Any, ...]]]:
+    # Two batches of calls that the journal accepts, in order (each drawn from
+    # what the calls before it made true), with now and then one it refuses.
+    opened: list[str] = []
+    steps: list[list[Any]] = []  # [task id or None, settled]
+    batches = []
+    for _ in range(2):
+        batch: list[tuple[Any, ...]] = []
+        for _ in range(draw(st.integers(0, size))):
+            kinds = ["open", "read", "refused"] if len(opened) < 5 else ["read"]
+            if opened:
+                kinds += ["update", "close", "intend", "intend"]
+            if any(s[0] is None and not s[1] for s in steps):
+                kinds += ["submit", "submit"]
+            if steps:
+                kinds += ["settle", "settle"]
+            kind = draw(st.sampled_from(kinds))
+            if kind == "open":
+                key = "abcde"[len(opened)]
+                note = draw(st.sampled_from(["", 'é \\ " ñ', "a\x00b"]))
+                batch.append(("open", key, draw(st.sampled_from(STATES)), note))
+                opened.append(key)
+            elif kind in ("update", "close", "intend"):
+                key = draw(st.sampled_from(opened))
+                if kind == "update":
+                    batch.append(("update", key, draw(st.sampled_from(STATES)), None))
+                elif kind == "close":
+                    batch.append(("close", key))
+                else:
+                    batch.append(("intend", key, "pay"))
+                    steps.append([None, False])
+            elif kind == "submit":
+                free = [i for i, s in enumerate(steps) if s[0] is None and not s[1]]
+                index = draw(st.sampled_from(free))
+                steps[index][0] = str(index)
+                batch.append(("submit", index, str(index)))
+            elif kind == "settle":
+                index = draw(st.integers(0, len(steps) - 1))
+                steps[index][1] = True
+                state = draw(st.none() | st.sampled_from(STATES))
+                batch.append(("settle", index, "SUCCESS", state))
+            elif kind == "refused":
+                batch.append(("submit", 99, "x"))
+            else:
+                batch.append(("read",))
+
+        batches.append(batch)
+
+    return batches
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+async def _both_ways(batches: list[list[tuple[Any, ...]]]) -> list[str]:
+    # Run the batches on a journal writing each batch at once and on one writing
+    # record by record; both must give the same results and the same file.
+    lines = _Lines()
+    logger = logging.getLogger("plyr_rooms._journal_sqlite")
+    level = logger.level
+    logger.addHandler(lines)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            outcomes = []
+            for at_once in (True, False):
+                path = Path(directory) / f"{at_once}.db"
+                async with SQLiteJournal(path, at_once=at_once) as journal:
+                    assert journal._at_once is at_once
+                    intents: list[tuple[str, int]] = []
+                    results = [
+                        await _one_batch(journal, _batch_calls(journal, ops, intents))
+                        for ops in batches
+                    ]
+                    every = await journal.rooms(include_finished=True)
+                    outcomes.append((results, every, journal.stats.writes))
+
+        assert outcomes[0] == outcomes[1]
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+
+    return [line for line in lines.lines if "record by record" in line]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=valid_batches())
+async def test_a_batch_in_one_statement_is_the_batch_record_by_record(
+    batches: list[list[tuple[Any, ...]]],
+) -> None:
+    fallbacks = await _both_ways(batches)
+    # Writes go in one statement. A batch holding a read or a NUL character goes
+    # record by record from the start; one holding a refused record (and
+    # neither of those) tries the statement first, then goes record by record.
+    tried = [
+        b for b in batches if not any(op[0] == "read" or "\\x00" in str(op) for op in b)
+    ]
+    assert len(fallbacks) == sum(1 for b in tried if ("submit", 99, "x") in b)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=batch_ops, second=batch_ops)
+async def test_a_batch_with_refusals_is_the_batch_record_by_record(
+    first: list[tuple[Any, ...]], second: list[tuple[Any, ...]]
+) -> None:
+    await _both_ways([first, second])
+
+
+async def test_a_batch_of_writes_is_one_statement(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="plyr_rooms")
+    async with SQLiteJournal(tmp_path / "j.db") as journal:
+        ops: list[tuple[Any, ...]] = [("open", "a", "NEW", ""), ("intend", "a", "pay")]
+        ops += [("submit", 0, "1")]
+        ops += [("settle", 0, "SUCCESS", "PAID"), ("update", "a", "ENDED", None)]
+        results = await _one_batch(journal, _batch_calls(journal, ops, []))
+        assert results == [None, 1, None, None, None]
+        assert journal.stats.transactions == 1
+        (entry,) = await journal.rooms(include_finished=True)
+        assert entry.room.state == "ENDED"
+        assert entry.steps == (
+            StepRecord(1, "pay", {"plyrIds": ["alice"]}, "1", "SUCCESS", {"n": 1}),
+        )
+
+    assert "record by record" not in caplog.text
