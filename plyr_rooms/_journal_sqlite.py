@@ -8,11 +8,11 @@ the disk, the next batch piles up, so ten thousand rooms writing at once cost a
 few hundred commits, not ten thousand, and every writer still returns only once
 its own record is durable.
 
-A batch of writes is ONE SQL statement: its rows go as a JSON array into a temp
-view whose triggers apply them, so the thread takes the GIL back once per batch
-instead of once per record (see ``_commit_at_once`` for why that matters). A
-batch with a read, or with a record the rules refuse, runs one statement per
-record instead, with the same result.
+A batch of writes of distinct rooms takes one multi-row statement per kind of
+record, not one per record, so the thread takes the GIL back a few times per
+batch instead of once per record (see ``_commit_at_once`` for why that matters).
+A batch with a read, two records of one room, or a record the rules refuse runs
+one statement per record instead, with the same result.
 
 ``synchronous=FULL`` is the default: with WAL, NORMAL survives a killed process
 but not a power cut (the last commits may not have reached the disk), and a lost
@@ -24,6 +24,7 @@ throwaway runs and benchmarks.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -109,6 +110,10 @@ _SYNC_MODES = frozenset({"FULL", "NORMAL", "EXTRA"})
 _STOP: Final = object()
 
 
+class _Refused(Exception):
+    """A statement of a batch changed fewer rows than it carried records."""
+
+
 def _migrate(
     conn: sqlite3.Connection, path: str, migrations: Sequence[Migration]
 ) -> None:
@@ -155,9 +160,9 @@ class SQLiteJournal:
             survives power loss) or ``"NORMAL"`` (survives a killed process).
         max_batch: the most records one transaction may carry; 1 disables
             group commit (one transaction per write).
-        at_once: write a batch as one SQL statement (the default) when it
-            holds only writes; False runs one statement per record, as a batch
-            holding a refused record does anyway.
+        at_once: write a batch of writes of distinct rooms with one statement
+            per kind of record (the default); False runs one statement per
+            record, as a batch holding a refused record does anyway.
 
     Raises:
         JournalVersionError: the file was written by a newer plyr-rooms.
@@ -182,7 +187,7 @@ class SQLiteJournal:
         self.path = os.fspath(path)
         self._max_batch = max_batch
         self._conn = _connect(self.path, synchronous.upper(), migrations)
-        self._at_once = at_once and _prepare_at_once(self._conn)
+        self._at_once = at_once
         self._seq, self._clock = _counters(self._conn)
         self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._closing = False
@@ -215,12 +220,15 @@ class SQLiteJournal:
         """Record a new room (its key must be new); durable on return."""
         _check_room(room)
         row = (*_room_row(room), self._tick(), time.time())
+        del room  # see settled
         await self._call(_insert_room, row)
 
     async def room_updated(self, room: RoomRecord) -> None:
         """Replace the record of a known room; durable on return."""
         _check_room(room)
-        await self._call(_update_room, (*_room_row(room), self._tick()))
+        row = (*_room_row(room), self._tick())
+        del room  # see settled
+        await self._call(_update_room, row)
 
     async def room_closed(self, room_key: str, reason: str | None = None) -> None:
         """Mark a room as needing nothing more; durable on return."""
@@ -275,6 +283,11 @@ class SQLiteJournal:
         # The step first: if it is refused, nothing was written. The room row
         # cannot then be missing, since the step's row refers to it.
         row = (*_room_row(room), self._tick())
+        # Only the row's strings wait for the commit, not the record and its
+        # parsed data (a few dozen objects): a step waits long enough for the
+        # garbage collector to move whatever it holds to the oldest generation,
+        # and ten thousand rooms' worth of that brings more full collections.
+        del room
         await self._call(_settle_and_update, args, row)
 
     async def unfinished(self) -> list[JournaledRoom]:
@@ -356,26 +369,32 @@ class SQLiteJournal:
         self._writer_cpu = time.thread_time()
 
     def _commit_at_once(self, batch: list[_Op]) -> list[_Done] | None:
-        # A batch of writes goes to SQLite as ONE statement, its own transaction:
-        # the temp view's triggers apply the records in order. The thread then
-        # gives up the GIL once per batch, not once per record. Each time it
-        # gives it up, taking it back from an event loop busy with thousands of
-        # rooms can take long: the loop's thread drops and retakes the GIL at
-        # every socket call and wins most of those races. That wait, once per
-        # statement, is what batches of separate statements mostly spent their
-        # time on. A refused record fails the whole statement, which then
-        # changed nothing: the batch goes one statement per record instead, and
-        # the refusal is that record's alone.
-        text = _batch_json(batch)
-        if text is None:
+        # The thread gives up the GIL around every statement, and taking it back
+        # from an event loop busy with thousands of rooms can take long: the
+        # loop's thread drops and retakes it at every socket call and wins most
+        # of those races. Batches of one statement per record spent most of
+        # their time in that wait; a few statements per batch (one per kind of
+        # record) make it rare. See "a batch in a few statements" below.
+        groups = _batch_groups(batch)
+        if groups is None:
             return None
 
+        conn = self._conn
         try:
-            self._conn.execute(_AT_ONCE, (text,))
+            conn.execute("BEGIN IMMEDIATE")
+            for kind in _GROUPS:
+                rows = groups.get(kind)
+                if rows and not _run_group(conn, kind, rows):
+                    raise _Refused(kind)
+
+            conn.execute("COMMIT")
         except Exception as exc:
             logger.debug(
-                "journal batch of %d goes record by record: %s", len(batch), exc
+                "journal batch of %d goes record by record: %r", len(batch), exc
             )
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
             return None
 
         self._count(len(batch))
@@ -430,157 +449,149 @@ def _counters(conn: sqlite3.Connection) -> tuple[int, int]:
     return int(seq[0] or 0), max(int(seq[1] or 0), int(room[0] or 0))
 
 
-# -- a batch in one statement ------------------------------------------------------
+# -- a batch in a few statements -----------------------------------------------------
 #
-# Inserting into the temp view ``journal_ops`` writes nothing to it: one INSTEAD
-# OF trigger per kind of record applies the row to ``rooms`` or ``steps``, under
-# the same rules as the functions further down (each refusal raises, which undoes
-# the whole statement). Temp objects live in the connection only: the file's
-# schema is unchanged, and a SQLite that cannot make them (one without JSON
-# functions) never takes this path.
+# A batch whose records are writes of distinct rooms is written as one
+# multi-row statement per kind of record (rooms opened, steps intended, task ids,
+# outcomes, room records, rooms closed), in one transaction. Records of distinct
+# rooms touch distinct rows, so their order inside the batch does not matter.
+# Each statement must change exactly as many rows as it carries records: if one
+# does not (a room or a step missing, a task id already there) or raises (a room
+# already journaled), the transaction is rolled back and the batch goes record
+# by record, which says which record was refused and keeps the others.
 
-_OP_COLUMNS: Final = (
-    "op, room_key, seq, step, request, task_id, outcome, detail, stamp, at,"
-    " class_name, state, room_id, room_address, players, pot, unsettled, data,"
-    " finished, reason"
-)
-_WIDTH: Final = _OP_COLUMNS.count(",") + 1
-_NO_ROOM: Final = (None,) * 9  # class_name .. finished
-_ROOM_SET: Final = (
-    "class_name = NEW.class_name, state = NEW.state, room_id = NEW.room_id,"
-    " room_address = NEW.room_address, players = NEW.players, pot = NEW.pot,"
-    " unsettled = NEW.unsettled, data = NEW.data, finished = NEW.finished,"
-    " stamp = NEW.stamp, updated_at = NEW.at"
-)
-_NO_ROOM_ROW: Final = (
-    "SELECT RAISE(ABORT, 'room not journaled')"
-    " WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE key = NEW.room_key)"
-)
-_NO_STEP_ROW: Final = (
-    "SELECT RAISE(ABORT, 'no such step') WHERE NOT EXISTS (SELECT 1 FROM steps"
-    " WHERE seq = NEW.seq AND room_key = NEW.room_key{})"
-)
-_TRIGGERS: Final = {
-    "open": "INSERT INTO rooms (key, class_name, state, room_id, room_address,"
-    " players, pot, unsettled, data, finished, stamp, opened_at, updated_at)"
-    " VALUES (NEW.room_key, NEW.class_name, NEW.state, NEW.room_id,"
-    " NEW.room_address, NEW.players, NEW.pot, NEW.unsettled, NEW.data,"
-    " NEW.finished, NEW.stamp, NEW.at, NEW.at);",
-    "update": f"{_NO_ROOM_ROW}; UPDATE rooms SET {_ROOM_SET} WHERE key = NEW.room_key;",
-    "close": f"{_NO_ROOM_ROW}; UPDATE rooms SET closed = 1,"
-    " closed_reason = NEW.reason, updated_at = NEW.at WHERE key = NEW.room_key;",
-    "intend": f"{_NO_ROOM_ROW}; INSERT INTO steps (seq, room_key, step, request,"
-    " intended_at) VALUES (NEW.seq, NEW.room_key, NEW.step, NEW.request, NEW.at);",
-    # Only the usual case (no task id yet, no outcome): a repeat or a refusal
-    # goes record by record, which tells the two apart.
-    "submit": _NO_STEP_ROW.format(" AND task_id IS NULL AND outcome IS NULL")
-    + "; UPDATE steps SET task_id = NEW.task_id, submitted_at = NEW.at"
-    " WHERE seq = NEW.seq;",
-    "settle": _NO_STEP_ROW.format("") + "; UPDATE steps SET outcome = NEW.outcome,"
-    " detail = NEW.detail, settled_stamp = NEW.stamp, settled_at = NEW.at"
-    " WHERE seq = NEW.seq;",
+#: Per kind of record: its number of values, and its statement around
+#: ``{values}`` (``VALUES (?, ...), ...``, whose columns SQLite names column1...).
+_GROUPS: Final = {
+    "open": (
+        12,
+        "INSERT INTO rooms (key, class_name, state, room_id, room_address, players,"
+        " pot, unsettled, data, finished, stamp, opened_at, updated_at)"
+        " SELECT column1, column2, column3, column4, column5, column6, column7,"
+        " column8, column9, column10, column11, column12, column12"
+        " FROM ({values}) WHERE column1 IS NOT NULL",
+    ),
+    "intend": (
+        5,
+        "INSERT INTO steps (seq, room_key, step, request, intended_at)"
+        " SELECT n.column1, rooms.key, n.column3, n.column4, n.column5"
+        " FROM ({values}) AS n JOIN rooms ON rooms.key = n.column2",
+    ),
+    "submit": (
+        4,
+        "UPDATE steps SET task_id = n.column3, submitted_at = n.column4"
+        " FROM ({values}) AS n WHERE steps.seq = n.column2"
+        " AND steps.room_key = n.column1 AND steps.task_id IS NULL"
+        " AND steps.outcome IS NULL",
+    ),
+    "settle": (
+        6,
+        "UPDATE steps SET outcome = n.column1, detail = n.column2,"
+        " settled_stamp = n.column3, settled_at = n.column4"
+        " FROM ({values}) AS n WHERE steps.seq = n.column5"
+        " AND steps.room_key = n.column6",
+    ),
+    "update": (
+        12,
+        "UPDATE rooms SET class_name = n.column2, state = n.column3,"
+        " room_id = n.column4, room_address = n.column5, players = n.column6,"
+        " pot = n.column7, unsettled = n.column8, data = n.column9,"
+        " finished = n.column10, stamp = n.column11, updated_at = n.column12"
+        " FROM ({values}) AS n WHERE rooms.key = n.column1",
+    ),
+    "close": (
+        3,
+        "UPDATE rooms SET closed = 1, closed_reason = n.column2,"
+        " updated_at = n.column3 FROM ({values}) AS n WHERE rooms.key = n.column1",
+    ),
 }
-_AT_ONCE: Final = (
-    f"INSERT INTO journal_ops ({_OP_COLUMNS}) SELECT "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(_WIDTH))
-    + " FROM json_each(?) ORDER BY json_each.key"
-)
+#: The most records one statement carries (12 values each, under SQLite's
+#: limit of 32,766 per statement).
+_GROUP_ROWS: Final = 1024
+
+_Rows = list[tuple[str, tuple[Any, ...]]]
 
 
-def _prepare_at_once(conn: sqlite3.Connection) -> bool:
-    # Create the temp view and its triggers; False if this SQLite cannot (no
-    # JSON functions, say).
-    nulls = ", ".join(["NULL"] * _WIDTH)
-    try:
-        conn.execute(
-            f"CREATE TEMP VIEW journal_ops ({_OP_COLUMNS}) AS SELECT {nulls} WHERE 0"
-        )
-        for op, body in _TRIGGERS.items():
-            conn.execute(
-                f"CREATE TEMP TRIGGER journal_{op} INSTEAD OF INSERT ON journal_ops"
-                f" WHEN NEW.op = '{op}' BEGIN {body} END"
-            )
+@functools.cache
+def _group_statement(kind: str, rows: int) -> str:
+    width, text = _GROUPS[kind]
+    one = "(" + ", ".join("?" * width) + ")"
+    return text.format(values="VALUES " + ", ".join([one] * rows))
 
-        known = ", ".join(f"'{op}'" for op in _TRIGGERS)
-        conn.execute(
-            "CREATE TEMP TRIGGER journal_unknown INSTEAD OF INSERT ON journal_ops"
-            f" WHEN NEW.op NOT IN ({known}) BEGIN"
-            " SELECT RAISE(ABORT, 'unknown journal record'); END"
-        )
-        conn.execute(_AT_ONCE, ("[]",))
-    except sqlite3.Error as exc:
-        logger.debug("journal batches go record by record: %s", exc)
-        return False
+
+def _run_group(
+    conn: sqlite3.Connection, kind: str, rows: list[tuple[Any, ...]]
+) -> bool:
+    # Write one kind's records; False if the statement did not change one row
+    # per record. Padded to a power of two rows of NULLs (which match and insert
+    # nothing), so that a few dozen statement texts serve every batch from the
+    # statement cache: preparing one is one more time the thread gives up the GIL.
+    width = _GROUPS[kind][0]
+    for start in range(0, len(rows), _GROUP_ROWS):
+        chunk = rows[start : start + _GROUP_ROWS]
+        size = 1 << (len(chunk) - 1).bit_length()
+        values = [value for row in chunk for value in row]
+        values += [None] * (width * (size - len(chunk)))
+        before = conn.total_changes
+        conn.execute(_group_statement(kind, size), values)
+        if conn.total_changes - before != len(chunk):
+            return False
 
     return True
 
 
-def _batch_json(batch: list[_Op]) -> str | None:
-    # The rows of a batch as one JSON array, or None if one of its calls is not
-    # a write the triggers know (a read), or if the text holds an escaped NUL
-    # (SQLite's JSON functions end a string there).
+def _batch_groups(batch: list[_Op]) -> dict[str, list[tuple[Any, ...]]] | None:
+    # The batch's records by kind, or None if it holds a call that is not a
+    # write (a read), or two records of one room (their order would matter).
     now = time.time()
-    rows: list[tuple[Any, ...]] = []
+    rooms: set[str] = set()
+    groups: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for run, args, _ in batch:
         shape = _SHAPES.get(run)
         if shape is None:
             return None
 
-        rows.extend(shape(now, *args))
+        key, rows = shape(now, *args)
+        if key in rooms:
+            return None
 
-    text = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-    return None if "\\u0000" in text else text
+        rooms.add(key)
+        for kind, values in rows:
+            groups[kind].append(values)
 
-
-def _open_row(now: float, row: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    key, room, stamp, opened_at = row[0], row[1:10], row[10], row[11]
-    return [("open", key, *(None,) * 6, stamp, opened_at, *room, None)]
-
-
-def _update_row(now: float, row: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    return [("update", row[0], *(None,) * 6, row[10], now, *row[1:10], None)]
+    return groups
 
 
-def _close_row(now: float, key: str, reason: str | None) -> list[tuple[Any, ...]]:
-    return [("close", key, *(None,) * 7, now, *_NO_ROOM, reason)]
+def _open_rows(now: float, row: tuple[Any, ...]) -> tuple[str, _Rows]:
+    return row[0], [("open", row)]
 
 
-def _intend_row(
+def _update_rows(now: float, row: tuple[Any, ...]) -> tuple[str, _Rows]:
+    return row[0], [("update", (*row, now))]
+
+
+def _close_rows(now: float, key: str, reason: str | None) -> tuple[str, _Rows]:
+    return key, [("close", (key, reason, now))]
+
+
+def _intend_rows(
     now: float, seq: int, key: str, step: str, request: str, at: float
-) -> list[tuple[Any, ...]]:
-    return [("intend", key, seq, step, request, *(None,) * 4, at, *_NO_ROOM, None)]
+) -> tuple[str, _Rows]:
+    return key, [("intend", (seq, key, step, request, at))]
 
 
-def _submit_row(now: float, key: str, seq: int, task_id: str) -> list[tuple[Any, ...]]:
-    return [
-        ("submit", key, seq, None, None, task_id, *(None,) * 3, now, *_NO_ROOM, None)
-    ]
+def _submit_rows(now: float, key: str, seq: int, task_id: str) -> tuple[str, _Rows]:
+    return key, [("submit", (key, seq, task_id, now))]
 
 
-def _settle_row(now: float, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    outcome, detail, stamp, at, seq, key = args
-    return [
-        (
-            "settle",
-            key,
-            seq,
-            None,
-            None,
-            None,
-            outcome,
-            detail,
-            stamp,
-            at,
-            *_NO_ROOM,
-            None,
-        )
-    ]
+def _settle_rows(now: float, args: tuple[Any, ...]) -> tuple[str, _Rows]:
+    return args[5], [("settle", args)]
 
 
 def _settle_update_rows(
     now: float, args: tuple[Any, ...], row: tuple[Any, ...]
-) -> list[tuple[Any, ...]]:
-    return _settle_row(now, args) + _update_row(now, row)
+) -> tuple[str, _Rows]:
+    return args[5], [("settle", args), ("update", (*row, now))]
 
 
 # -- one record at a time ----------------------------------------------------------
@@ -763,12 +774,12 @@ def _read_rooms(conn: sqlite3.Connection, where: str) -> list[JournaledRoom]:
 
 #: How each write becomes rows of ``journal_ops``; a call not here (a read)
 #: sends its batch record by record.
-_SHAPES: Final[dict[Callable[..., Any], Callable[..., list[tuple[Any, ...]]]]] = {
-    _insert_room: _open_row,
-    _update_room: _update_row,
-    _close_room: _close_row,
-    _insert_step: _intend_row,
-    _submit_step: _submit_row,
-    _settle_step: _settle_row,
+_SHAPES: Final[dict[Callable[..., Any], Callable[..., tuple[str, _Rows]]]] = {
+    _insert_room: _open_rows,
+    _update_room: _update_rows,
+    _close_room: _close_rows,
+    _insert_step: _intend_rows,
+    _submit_step: _submit_rows,
+    _settle_step: _settle_rows,
     _settle_and_update: _settle_update_rows,
 }

@@ -552,8 +552,15 @@ class RoomEngine:
                 await self._j_updated()
             return
 
-        room = self.record() if record and self._journaled else None
-        await journal.settled(self.key, seq, outcome, detail, room=room)
+        # The record is made in the call, so that this frame does not keep it
+        # alive while the write waits (the journal's settled says why).
+        await journal.settled(
+            self.key,
+            seq,
+            outcome,
+            detail,
+            room=self.record() if record and self._journaled else None,
+        )
 
     async def _j_updated(self) -> None:
         if self.services.journal is not None and self._journaled:
