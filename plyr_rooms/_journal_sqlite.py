@@ -392,8 +392,13 @@ class SQLiteJournal:
             logger.debug(
                 "journal batch of %d goes record by record: %r", len(batch), exc
             )
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                # The record-by-record path then fails to begin, and reports
+                # the error to every waiter; the writer thread must not die.
+                logger.exception("journal rollback failed")
 
             return None
 
