@@ -17,6 +17,7 @@ __all__ = [
     "Player",
     "Target",
     "room_players",
+    "walk_of",
 ]
 
 #: Every strategy the harness knows, in the order reports list them.
@@ -29,6 +30,17 @@ STRATEGIES = (
     "atomic",
     "atomic+journal",
 )
+
+
+def walk_of(strategy: str) -> tuple[str, bool]:
+    """Return the walk *strategy* runs, and whether it adds a journal.
+
+    ``"X+journal"`` walks as ``X`` does, with a journal, so that one run measures
+    the walk with and without it.
+    """
+    walk, _, journal = strategy.partition("+")
+    return walk, bool(journal)
+
 
 #: Tasks one room costs under each strategy: the six-step walk (create, join, pay,
 #: earn, leave, end) or the atomic one (create-join-pay, earn-leave-end).

@@ -21,7 +21,7 @@ from ..journal import MemoryJournal, SQLiteJournal
 from ..manager import RoomManager
 from ..poller import TaskPoller
 from ..room import GameRoom
-from ._config import room_players
+from ._config import room_players, walk_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -115,9 +115,8 @@ async def run_room_strategy(
     recorder: Recorder,
 ) -> None:
     """Walk every room of *config* with :class:`BenchRoom` through a manager."""
-    # "+journal": the same walk with a journal (SQLite unless --journal says),
-    # so that one run measures the walk with and without it.
-    walk, _, journaled = strategy.partition("+")
+    # A "+journal" strategy's journal is SQLite unless --journal says otherwise.
+    walk, journaled = walk_of(strategy)
     atomic = walk == "atomic"
     kind = (config.journal or "sqlite") if journaled else config.journal
     async with (

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._client_job import run_strategy
+from ._config import walk_of
 from ._metrics import ratios, summarize
 from ._pipe import ChildProcess
 from ._simproc import SimProcess, sim_settings
@@ -22,8 +23,6 @@ __all__ = ["ProgressSink", "machine", "run_bench"]
 _CLIENT_MODULE = "plyr_rooms._bench._client_child"
 # The per-request CPU comparison reads a finished task: any short latency will do.
 _CPU_LATENCY = "fixed:0.01"
-# The strategies that walk like another one, with a journal.
-_JOURNALED = ("shared+journal", "atomic+journal")
 
 
 class ProgressSink(Protocol):
@@ -191,11 +190,12 @@ def checks(report: dict[str, Any]) -> list[dict[str, Any]]:
         )
 
     for name, summary in summaries.items():
-        if name in ("shared", "shared-tasks", "atomic", *_JOURNALED):
+        walk, journaled = walk_of(name)
+        if walk in ("shared", "shared-tasks", "atomic"):
             found.append(_load_check(name, summary))
 
-        without = summaries.get(name.removesuffix("+journal"))
-        if name.endswith("+journal") and without is not None:
+        without = summaries.get(walk) if journaled else None
+        if without is not None:
             found.append(_journal_check(name, summary, without))
 
     return found
