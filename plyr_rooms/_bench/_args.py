@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._config import STRATEGIES, BenchConfig
+from ._config import STRATEGIES, BenchConfig, valid_gc_threshold
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -71,7 +71,7 @@ def _counts(text: str) -> tuple[int, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N[,N[,N]]: {text!r}") from None
 
-    if not 1 <= len(counts) <= 3 or min(counts) < 0:
+    if not valid_gc_threshold(counts):
         raise argparse.ArgumentTypeError(f"expected 1 to 3 counts >= 0: {text!r}")
 
     return counts

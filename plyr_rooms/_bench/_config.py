@@ -17,6 +17,7 @@ __all__ = [
     "Player",
     "Target",
     "room_players",
+    "valid_gc_threshold",
     "walk_of",
 ]
 
@@ -30,6 +31,11 @@ STRATEGIES = (
     "atomic",
     "atomic+journal",
 )
+
+
+def valid_gc_threshold(counts: tuple[int, ...]) -> bool:
+    """Return True for what ``gc.set_threshold`` takes: 1 to 3 counts >= 0."""
+    return 1 <= len(counts) <= 3 and min(counts) >= 0
 
 
 def walk_of(strategy: str) -> tuple[str, bool]:
@@ -205,9 +211,7 @@ class BenchConfig:
         if self.journal not in (None, "memory", "sqlite"):
             raise ValueError(f"journal must be memory or sqlite, got {self.journal!r}")
 
-        if self.gc_threshold is not None and not (
-            1 <= len(self.gc_threshold) <= 3 and min(self.gc_threshold) >= 0
-        ):
+        if self.gc_threshold is not None and not valid_gc_threshold(self.gc_threshold):
             raise ValueError(f"gc_threshold takes 1 to 3 counts: {self.gc_threshold!r}")
 
         if Decimal(self.stake) <= 0:
