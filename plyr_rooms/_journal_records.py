@@ -237,6 +237,11 @@ class JournalStats:
     writer_cpu_seconds: float = 0.0
 
 
+# One encoder for every record: json.dumps with these options builds a new one
+# per call, which costs about as much as encoding a step's request.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_plain)
+
+
 def json_text(value: object) -> str:
     """Return *value* as compact JSON text (Decimals as plain decimal strings).
 
@@ -244,9 +249,7 @@ def json_text(value: object) -> str:
         InvalidInput: if *value* is not plain JSON.
     """
     try:
-        return json.dumps(
-            value, separators=(",", ":"), ensure_ascii=False, default=_plain
-        )
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"journal records must be plain JSON: {exc}") from None
 
