@@ -13,6 +13,8 @@ import pytest
 
 from plyr_rooms import _cli_bench
 from plyr_rooms._bench import STEPS_PER_ROOM, BenchConfig, run_bench, table
+from plyr_rooms._bench._rooms import DiscardingJournal
+from plyr_rooms.journal import RoomRecord, SQLiteJournal
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -86,17 +88,33 @@ class TestHarness:
         check_counts("shared", report["strategies"]["shared"])
 
     async def test_one_run_compares_a_walk_with_and_without_journal(self) -> None:
-        """``+journal`` walks the same rooms with a journal; the run compares both."""
-        strategies = ("atomic", "atomic+journal")
+        """``+journal`` and ``+discard`` walk the same rooms; the run compares them."""
+        strategies = ("atomic", "atomic+journal", "atomic+discard")
         report = await run_bench(tiny(strategies=strategies, cpu_requests=0))
 
-        plain, journaled = (report["strategies"][name] for name in strategies)
+        plain, journaled, discarded = (report["strategies"][n] for n in strategies)
         check_counts("atomic+journal", journaled)
+        check_counts("atomic+discard", discarded)
         assert plain["journal"] is None
         # Opened, then intent, task id and outcome for each of the two steps.
         assert journaled["journal"]["writes"] == ROOMS * 7
-        [check] = [c for c in report["checks"] if "without the journal" in c["target"]]
-        assert check["target"].startswith("atomic+journal")
+        assert discarded["journal"]["writes"] == ROOMS * 7
+        targets = [c["target"] for c in report["checks"]]
+        [without] = [t for t in targets if "without the journal" in t]
+        assert without.startswith("atomic+journal")
+        [store] = [t for t in targets if "writes nothing" in t]
+        assert store.startswith("atomic+journal")
+
+    async def test_a_discarding_journal_writes_nothing(self, tmp_path: Path) -> None:
+        """The control store answers every call and leaves its file empty."""
+        path = tmp_path / "discard.sqlite3"
+        async with DiscardingJournal(path) as journal:
+            await journal.room_opened(RoomRecord("k" * 32, "Room"))
+            seq = await journal.intend("k" * 32, "create", {"roomId": None})
+            await journal.submitted("k" * 32, seq, "task-1")
+
+        async with SQLiteJournal(path) as journal:
+            assert await journal.rooms(include_finished=True) == []
 
     async def test_in_process_run_and_table(self) -> None:
         """Clients may run in the driver's process; the table names each strategy."""

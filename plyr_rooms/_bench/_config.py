@@ -28,8 +28,10 @@ STRATEGIES = (
     "shared-tasks",
     "shared",
     "shared+journal",
+    "shared+discard",
     "atomic",
     "atomic+journal",
+    "atomic+discard",
 )
 
 
@@ -38,14 +40,17 @@ def valid_gc_threshold(counts: tuple[int, ...]) -> bool:
     return 1 <= len(counts) <= 3 and min(counts) >= 0
 
 
-def walk_of(strategy: str) -> tuple[str, bool]:
-    """Return the walk *strategy* runs, and whether it adds a journal.
+def walk_of(strategy: str) -> tuple[str, str | None]:
+    """Return the walk *strategy* runs, and the journal it adds (None: none).
 
     ``"X+journal"`` walks as ``X`` does, with a journal, so that one run measures
-    the walk with and without it.
+    the walk with and without it. ``"X+discard"`` walks with a journal whose
+    store writes nothing: every call is checked, queued and answered as a SQLite
+    journal's is, so that the run tells what the store costs from what waiting
+    on a journal costs the event loop.
     """
     walk, _, journal = strategy.partition("+")
-    return walk, bool(journal)
+    return walk, journal or None
 
 
 #: Tasks one room costs under each strategy: the six-step walk (create, join, pay,
@@ -56,8 +61,10 @@ STEPS_PER_ROOM = {
     "shared-tasks": 6,
     "shared": 6,
     "shared+journal": 6,
+    "shared+discard": 6,
     "atomic": 2,
     "atomic+journal": 2,
+    "atomic+discard": 2,
 }
 
 

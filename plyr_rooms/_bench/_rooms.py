@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._journal_sqlite import _deliver
 from ..journal import MemoryJournal, SQLiteJournal
 from ..manager import RoomManager
 from ..poller import TaskPoller
@@ -26,6 +27,7 @@ from ._config import room_players, walk_of
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
+    from .._journal_sqlite import _Op
     from .._observe import Transition
     from ..client import PlyrClient
     from ._config import BenchConfig, Target
@@ -91,18 +93,34 @@ class BenchRoom(GameRoom):
         self._stamp(transition)
 
 
+class DiscardingJournal(SQLiteJournal):
+    """A SQLite journal whose writer thread answers every call and writes nothing.
+
+    The event loop's side is the SQLite journal's own: each call is checked,
+    turned into its row, queued, and awaited until the writer thread answers
+    its batch. Reads find nothing; the load test makes none.
+    """
+
+    def _commit(self, batch: list[_Op]) -> None:
+        self._count(len(batch))
+        _deliver([(op, None, None) for op in batch])
+        self._writer_cpu = time.thread_time()
+
+
 @contextlib.asynccontextmanager
 async def _journal(
     kind: str | None,
 ) -> AsyncIterator[MemoryJournal | SQLiteJournal | None]:
+    # kind: None, "memory", "sqlite", or "discard" (DiscardingJournal).
     if kind is None:
         yield None
     elif kind == "memory":
         async with MemoryJournal() as journal:
             yield journal
     else:
+        store = DiscardingJournal if kind == "discard" else SQLiteJournal
         with tempfile.TemporaryDirectory(prefix="plyr-bench-") as folder:
-            async with SQLiteJournal(Path(folder) / "journal.sqlite3") as journal:
+            async with store(Path(folder) / "journal.sqlite3") as journal:
                 yield journal
 
 
@@ -116,9 +134,14 @@ async def run_room_strategy(
 ) -> None:
     """Walk every room of *config* with :class:`BenchRoom` through a manager."""
     # A "+journal" strategy's journal is SQLite unless --journal says otherwise.
-    walk, journaled = walk_of(strategy)
+    walk, store = walk_of(strategy)
     atomic = walk == "atomic"
-    kind = (config.journal or "sqlite") if journaled else config.journal
+    kind = config.journal
+    if store == "discard":
+        kind = store
+    elif store is not None:
+        kind = config.journal or "sqlite"
+
     async with (
         _journal(kind) as journal,
         TaskPoller(source, **config.poller_options()) as poller,
