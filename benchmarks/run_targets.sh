@@ -31,12 +31,13 @@ run independent --rooms 1000 --players 4 --scenario independent \
 run sequential --rooms 1000 --players 4 --scenario sequential \
     --strategies naive,sync,shared,atomic --poller-rps 1000 --cpu-requests 0
 
-# 10,000 rooms in flight at once, each walk without and with the SQLite journal
-# in the same run; then the same run with the collector's thresholds raised, as
-# an operator running that many rooms would (README, "Thousands of rooms").
+# 10,000 rooms in flight at once, each walk without a journal, with one that
+# writes nothing (the control) and with the SQLite journal, in the same run;
+# then the same run with the collector's thresholds raised, as an operator
+# running that many rooms would (README, "Thousands of rooms").
+walks=shared,shared+discard,shared+journal,atomic,atomic+discard,atomic+journal
 run load-10k --rooms 10000 --players 4 --scenario independent \
-    --strategies shared,shared+journal,atomic,atomic+journal --poller-rps 2000 \
-    --cpu-requests 0
+    --strategies "$walks" --poller-rps 2000 --cpu-requests 0
 run load-10k-gc --rooms 10000 --players 4 --scenario independent \
-    --strategies shared,shared+journal,atomic,atomic+journal --poller-rps 2000 \
-    --cpu-requests 0 --gc-threshold 20000,20,10
+    --strategies "$walks" --poller-rps 2000 --cpu-requests 0 \
+    --gc-threshold 20000,20,10
