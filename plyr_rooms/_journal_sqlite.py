@@ -249,10 +249,23 @@ class SQLiteJournal:
         await self._call(_insert_step, seq, room_key, step, text, time.time())
         return seq
 
-    async def submitted(self, room_key: str, step_seq: int, task_id: str) -> None:
-        """Record the task id the service gave the step; durable on return."""
-        check_no_secrets(task_id, where="task id")
-        await self._call(_submit_step, room_key, step_seq, task_id)
+    def submitted(
+        self, room_key: str, step_seq: int, task_id: str
+    ) -> asyncio.Future[None]:
+        """Queue the task id the service gave the step.
+
+        Returns:
+            A future resolved once the record is durable, or failed with what
+            refused it. The write is queued by the call itself (see
+            :meth:`Journal.submitted <plyr_rooms.journal.Journal.submitted>`).
+        """
+        try:
+            check_no_secrets(task_id, where="task id")
+            return self._call(_submit_step, room_key, step_seq, task_id)
+        except (InvalidInput, JournalClosed) as exc:
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
 
     async def settled(
         self,

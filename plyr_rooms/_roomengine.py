@@ -6,10 +6,12 @@ makes to the journal is in the section "the journal" of :class:`RoomEngine`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -256,7 +258,6 @@ class RoomEngine:
         sent = await self._submit(step, ids, entries, send, seq)
         result = None
         if isinstance(sent, TaskRef):
-            await self._keep_task_id(step, ids, entries, sent, seq)
             result = await self._wait(step, ids, entries, sent, seq)
 
         await self._finish(step, new, result, seq, ids, entries)
@@ -323,18 +324,31 @@ class RoomEngine:
         entries: tuple[Payment, ...],
         ref: TaskRef,
         seq: int | None,
+        written: Awaitable[None] | None,
     ) -> None:
         # The service took the step. Whatever stops the journal write of its task
         # id (a cancellation, a journal error), the room must keep the id and stay
         # unsettled: otherwise a later call would send the step a second time.
-        written = False
+        done = False
         try:
-            await self._j_submitted(seq, ref.id)
-            written = True
+            if written is not None:
+                await written
+
+            done = True
         finally:
-            if not written:
-                why = "stopped before its task id was journaled"
-                self._mark_unsettled(step, why, ids, entries, seq, ref.id)
+            if not done:
+                self._task_id_lost(step, ids, entries, ref, seq)
+
+    def _task_id_lost(
+        self,
+        step: Step,
+        ids: tuple[str, ...],
+        entries: tuple[Payment, ...],
+        ref: TaskRef,
+        seq: int | None,
+    ) -> None:
+        why = "stopped before its task id was journaled"
+        self._mark_unsettled(step, why, ids, entries, seq, ref.id)
 
     async def _wait(
         self,
@@ -344,10 +358,29 @@ class RoomEngine:
         ref: TaskRef,
         seq: int | None,
     ) -> TaskResult:
+        # The task id's write goes on while the poller waits for the task: a
+        # step waits for it only before it writes the outcome, which saves the
+        # event loop one resumption of every step (see Journal.submitted).
+        try:
+            written = self._j_submitted(seq, ref.id)
+        except BaseException:
+            self._task_id_lost(step, ids, entries, ref, seq)
+            raise
+
+        if inspect.iscoroutine(written):  # a store that writes when awaited
+            await self._keep_task_id(step, ids, entries, ref, seq, written)
+            written = None
+
         settled = False
         try:
             poller = self.services.poller
-            result = await poller.wait(ref, timeout=self.services.task_timeout)
+            try:
+                result = await poller.wait(ref, timeout=self.services.task_timeout)
+            except (TaskFailed, TaskTimeout, TaskLost):
+                await self._keep_task_id(step, ids, entries, ref, seq, written)
+                raise
+
+            await self._keep_task_id(step, ids, entries, ref, seq, written)
             settled = True
         except TaskFailed as failed:
             # The room is marked before any journal write, so that a cancellation
@@ -375,9 +408,10 @@ class RoomEngine:
         finally:
             if not settled and self.unsettled is None:
                 # Cancelled (or the poller closed) while waiting: the task runs
-                # on; keep its id.
+                # on; keep its id. The task id's write goes on too, unheard.
                 why = "stopped while waiting for the task"
                 self.unsettled = Unsettled(step, why, ref.id, ids, entries, seq)
+                _let_go(written)
 
         return result
 
@@ -530,9 +564,11 @@ class RoomEngine:
         request = {"roomId": self.room_id, **request_json(ids, entries)}
         return await journal.intend(self.key, step.value, request)
 
-    async def _j_submitted(self, seq: int | None, task_id: str) -> None:
-        if self.services.journal is not None and seq is not None:
-            await self.services.journal.submitted(self.key, seq, task_id)
+    def _j_submitted(self, seq: int | None, task_id: str) -> Awaitable[None] | None:
+        if self.services.journal is None or seq is None:
+            return None
+
+        return self.services.journal.submitted(self.key, seq, task_id)
 
     async def _j_settled(
         self,
@@ -660,3 +696,11 @@ def _failure_reason(result: TaskResult, window: float) -> str:
         f" attempt's {window:g} s): an earlier attempt whose receipt was lost"
         " may have moved tokens"
     )
+
+
+def _let_go(written: Awaitable[None] | None) -> None:
+    # A write nobody will await: the store still makes it, but a failure must
+    # not be logged as an exception never retrieved (an asyncio future logs
+    # one when collected, unless it was cancelled first).
+    if isinstance(written, asyncio.Future):
+        written.cancel()

@@ -39,7 +39,7 @@ from ._journal_records import (
 from ._journal_sqlite import SQLiteJournal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Generator, Mapping
 
 __all__ = [
     "FINISHED_STATES",
@@ -60,9 +60,10 @@ __all__ = [
 class Journal(Protocol):
     """Where rooms record their steps; both stores implement it.
 
-    Every write is durable when the call returns: a room awaits
-    :meth:`intend` before it sends a step. A cancelled call leaves its record
-    either written or not; the caller must treat it as unknown.
+    Every write is durable when the call returns (for :meth:`submitted`, when
+    the awaitable it returns completes): a room awaits :meth:`intend` before it
+    sends a step. A cancelled call leaves its record either written or not; the
+    caller must treat it as unknown.
     """
 
     async def room_opened(self, room: RoomRecord) -> None:
@@ -81,8 +82,15 @@ class Journal(Protocol):
         """Record that *step* is about to be sent; return its sequence number."""
         ...
 
-    async def submitted(self, room_key: str, step_seq: int, task_id: str) -> None:
-        """Record the task id the service gave the step."""
+    def submitted(self, room_key: str, step_seq: int, task_id: str) -> Awaitable[None]:
+        """Record the task id the service gave the step.
+
+        The write starts with the call; the returned awaitable completes once it
+        is durable, and raises what refused it. A room waits for its task while
+        the write goes on, and awaits it before it writes the step's outcome.
+        An ``async def`` (whose write starts only when awaited) also works: a
+        room then awaits it at once.
+        """
         ...
 
     async def settled(
@@ -192,15 +200,23 @@ class MemoryJournal:
         self._wrote()
         return seq
 
-    async def submitted(self, room_key: str, step_seq: int, task_id: str) -> None:
-        """Record the task id the service gave the step."""
-        self._check_open()
-        check_no_secrets(task_id, where="task id")
-        entry = self._room(room_key)
-        step = self._step(entry, room_key, step_seq)
-        _check_submit(step, room_key, task_id)
+    def submitted(self, room_key: str, step_seq: int, task_id: str) -> Awaitable[None]:
+        """Record the task id the service gave the step (done when called).
+
+        Errors are raised by the returned awaitable, as with the SQLite store.
+        """
+        try:
+            self._check_open()
+            check_no_secrets(task_id, where="task id")
+            entry = self._room(room_key)
+            step = self._step(entry, room_key, step_seq)
+            _check_submit(step, room_key, task_id)
+        except Exception as exc:
+            return _Done(exc)
+
         entry.steps[step_seq] = attrs.evolve(step, task_id=task_id)
         self._wrote()
+        return _Done(None)
 
     async def settled(
         self,
@@ -271,3 +287,18 @@ def _view(entry: _MemRoom) -> JournaledRoom:
     steps = tuple(copy.deepcopy(entry.steps[seq]) for seq in sorted(entry.steps))
     later = tuple(s for s, at in sorted(entry.settled_at.items()) if at > entry.stamp)
     return JournaledRoom(entry.record, steps, later)
+
+
+class _Done:
+    """What :meth:`MemoryJournal.submitted` returns: a write already made."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self.error is not None:
+            raise self.error
+
+        yield from ()  # a generator that ends at once: no event loop needed

@@ -33,7 +33,7 @@ from plyr_rooms.manager import RoomManager
 from plyr_rooms.room import GameRoom
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Generator, Mapping
 
     from plyr_rooms.journal import Journal, JournaledRoom, RoomRecord
     from plyr_rooms.room import Transition
@@ -106,10 +106,10 @@ class KillingJournal:
         _after(last)
         return seq
 
-    async def submitted(self, room_key: str, step_seq: int, task_id: str) -> None:
+    def submitted(self, room_key: str, step_seq: int, task_id: str) -> Awaitable[None]:
+        # Queued by the call, as the store's own: the room polls meanwhile.
         last = KILLER.call("submitted")
-        await self.inner.submitted(room_key, step_seq, task_id)
-        _after(last)
+        return _Then(self.inner.submitted(room_key, step_seq, task_id), last)
 
     async def settled(
         self,
@@ -137,6 +137,18 @@ class KillingJournal:
 def _after(last: bool) -> None:
     if last:
         die()
+
+
+class _Then:
+    """A queued write that kills the process once awaited, if *last*."""
+
+    def __init__(self, written: Awaitable[None], last: bool) -> None:
+        self.written = written
+        self.last = last
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from self.written.__await__()
+        _after(self.last)
 
 
 class CrashDuel(GameRoom):

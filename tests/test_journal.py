@@ -33,7 +33,7 @@ from plyr_rooms.journal import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Coroutine
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
 # Marked at collection (not only by conftest's late hook) so that anyio's plugin
 # keeps this module's other parameters.
@@ -597,10 +597,15 @@ async def _one_batch(
         entered.set()
         release.wait(10)
 
+    async def made(call: Callable[[], Awaitable[Any]]) -> Any:
+        # Called when its task runs, so that the calls queue in call order
+        # (submitted queues when called, the others when their coroutine runs).
+        return await call()
+
     held = journal._call(gate)
     await anyio.to_thread.run_sync(entered.wait, 10)
     try:
-        tasks = [asyncio.ensure_future(call()) for call in calls]
+        tasks = [asyncio.ensure_future(made(call)) for call in calls]
         await asyncio.sleep(0)  # each task runs up to its wait: all queued
     finally:
         release.set()
@@ -617,11 +622,11 @@ def _batch_calls(
     journal: SQLiteJournal,
     ops: list[tuple[Any, ...]],
     intents: list[tuple[str, int]],
-) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
+) -> list[Callable[[], Awaitable[Any]]]:
     # The model test's operations as calls; "submit i" and "settle i" name the
     # i-th intend so far (an intend takes its sequence number when called,
     # refused or not), or a step that does not exist.
-    calls: list[Callable[[], Coroutine[Any, Any, Any]]] = []
+    calls: list[Callable[[], Awaitable[Any]]] = []
     for op in ops:
         kind = op[0]
         if kind == "open":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 from decimal import Decimal
@@ -14,14 +15,14 @@ from plyr_rooms._roomvalues import FIRST_ATTEMPT_WINDOW
 from plyr_rooms._schedule import PollSchedule
 from plyr_rooms.client import PlyrClient
 from plyr_rooms.errors import InvalidTransition, TaskFailed, TaskTimeout
-from plyr_rooms.journal import MemoryJournal
+from plyr_rooms.journal import JournalError, MemoryJournal
 from plyr_rooms.lifecycle import Payment, Player, RoomState, Step, split_earn
 from plyr_rooms.manager import RoomManager
 from plyr_rooms.room import GameRoom, Transition
 from plyr_rooms.simulator import Faults, Latency, SimConfig, Simulator
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Generator, Mapping
 
     from plyr_rooms.journal import Journal, RoomRecord
 
@@ -146,6 +147,48 @@ class GatedJournal(MemoryJournal):
     ) -> None:
         await self._gate("settled", outcome)
         await super().settled(room_key, step_seq, outcome, detail, room=room)
+
+
+class HeldTaskIds(MemoryJournal):
+    """A memory journal whose task id writes are durable only when released.
+
+    ``submitted`` records the id at once (always valid in these tests) and
+    returns a future that the test resolves (``release``) or fails (``fail``).
+    ``asked`` is set by the call, ``awaited`` once the room awaits the future.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = anyio.Event()
+        self.awaited = anyio.Event()
+        self.pending: list[asyncio.Future[None]] = []
+
+    def submitted(self, room_key: str, step_seq: int, task_id: str) -> Awaitable[None]:
+        super().submitted(room_key, step_seq, task_id)
+        written = _Watched(self.awaited, loop=asyncio.get_running_loop())
+        self.pending.append(written)
+        self.asked.set()
+        return written
+
+    def release(self) -> None:
+        self.pending[0].set_result(None)
+
+    def fail(self) -> None:
+        self.pending[0].set_exception(JournalError("the disk is full"))
+
+
+class _Watched(asyncio.Future[None]):
+    """A future that tells when it is first awaited."""
+
+    def __init__(
+        self, awaited: anyio.Event, *, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(loop=loop)
+        self.awaited = awaited
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self.awaited.set()
+        return (yield from super().__await__())
 
 
 def seed_with_faults(pattern: list[bool], rate: float) -> int:
@@ -596,6 +639,88 @@ class TestUnknownOutcome:
 
         assert [(s.step, s.outcome) for s in entry.steps] == [("create", "SUCCESS")]
         assert entry.steps[0].task_id == sim.ledger().tasks[0].task_id
+
+    async def test_the_task_is_polled_while_its_id_is_written(self) -> None:
+        """The task id's write goes on while the poller checks the task; the
+        outcome is written only once that write is durable."""
+        journal = HeldTaskIds()
+        async with running(journal=journal) as (sim, manager):
+            room = manager.open(Duel, await sim.add_players(2))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(room.create)
+                with anyio.fail_after(5):
+                    await journal.awaited.wait()  # after the poller's answer
+
+                assert sim.counters().status_polls >= 1
+                assert manager.poller.stats.resolved == {"success": 1}
+                [entry] = await journal.rooms()
+                assert [s.outcome for s in entry.steps] == [None]
+                assert state_of(room) is RoomState.NEW
+                journal.release()
+
+            [entry] = await journal.rooms()
+
+        assert state_of(room) is RoomState.CREATED
+        [task] = sim.ledger().tasks
+        assert [(s.task_id, s.outcome) for s in entry.steps] == [
+            (task.task_id, "SUCCESS")
+        ]
+
+    @pytest.mark.parametrize("latency", [0.005, 0.3])
+    async def test_a_failed_task_id_write_leaves_the_room_unsettled(
+        self, latency: float
+    ) -> None:
+        """A refused task id write, found before or after the task settled:
+        unsettled with the id kept, no outcome written, nothing sent again."""
+        journal = HeldTaskIds()
+        async with running(
+            latency=Latency.fixed(latency), task_timeout=0.1, journal=journal
+        ) as (sim, manager):
+            room = manager.open(Duel, await sim.add_players(2))
+            async with anyio.create_task_group() as tg:
+
+                async def create() -> None:
+                    with pytest.raises(JournalError, match="disk is full"):
+                        await room.create()
+
+                tg.start_soon(create)
+                await journal.asked.wait()
+                journal.fail()
+
+            assert room.unsettled is not None
+            assert room.unsettled.reason == "stopped before its task id was journaled"
+            [task] = sim.ledger().tasks
+            assert room.unsettled.task_id == task.task_id
+            [entry] = await journal.rooms()
+            assert [s.outcome for s in entry.steps] == [None]
+            assert await room.reconcile(task_wait=5.0)
+
+        assert state_of(room) is RoomState.CREATED
+        assert sim.ledger().tasks_by_method == {"createGameRoom": 1}
+
+    async def test_a_step_cancelled_while_its_id_is_written(self) -> None:
+        """Cancelled while polling with the id's write pending: unsettled, the id
+        kept, and the write let go (its future cancelled, not left to fail)."""
+        journal = HeldTaskIds()
+        async with running(latency=Latency.fixed(0.3), journal=journal) as (
+            sim,
+            manager,
+        ):
+            room = manager.open(Duel, await sim.add_players(2))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(room.create)
+                with anyio.fail_after(5):
+                    await journal.asked.wait()
+
+                tg.cancel_scope.cancel()
+
+            [written] = journal.pending
+            assert written.cancelled()
+            assert room.unsettled is not None
+            assert room.unsettled.reason == "stopped while waiting for the task"
+            assert await room.reconcile(task_wait=5.0)
+
+        assert state_of(room) is RoomState.CREATED
 
     async def test_cancelled_step_does_not_wedge_the_room(self) -> None:
         """Cancelling a step while it waits keeps the task id; the lock is free."""
