@@ -79,6 +79,7 @@ _NOT_TAKEN = (429, 503)
 # Answers after which the request may or may not have been taken.
 _MAYBE_TAKEN = (502, 504)
 _ZERO = Decimal(0)
+_NO_TASK_ID = "stopped before its task id was journaled"
 
 
 class RoomEngine:
@@ -337,18 +338,7 @@ class RoomEngine:
             done = True
         finally:
             if not done:
-                self._task_id_lost(step, ids, entries, ref, seq)
-
-    def _task_id_lost(
-        self,
-        step: Step,
-        ids: tuple[str, ...],
-        entries: tuple[Payment, ...],
-        ref: TaskRef,
-        seq: int | None,
-    ) -> None:
-        why = "stopped before its task id was journaled"
-        self._mark_unsettled(step, why, ids, entries, seq, ref.id)
+                self._mark_unsettled(step, _NO_TASK_ID, ids, entries, seq, ref.id)
 
     async def _wait(
         self,
@@ -364,7 +354,7 @@ class RoomEngine:
         try:
             written = self._j_submitted(seq, ref.id)
         except BaseException:
-            self._task_id_lost(step, ids, entries, ref, seq)
+            self._mark_unsettled(step, _NO_TASK_ID, ids, entries, seq, ref.id)
             raise
 
         if inspect.iscoroutine(written):  # a store that writes when awaited
