@@ -105,16 +105,37 @@ class TestTransport:
         assert answer.data == {"message": "Welcome to the API"}
 
     @pytest.mark.parametrize(
-        "text", ["{bad", "null", "42", '"x"', '{"__proto__":{"a":1}}', "{}{"]
+        "text",
+        [
+            "{bad",
+            "null",
+            "42",
+            '"x"',
+            '{"__proto__":{"a":1}}',
+            '{"a":{"constructor":{"prototype":{"b":1}}}}',
+            "{}{",
+        ],
     )
     async def test_malformed_json_is_400_text(self, api: Probe, text: str) -> None:
-        """Row: strict JSON; malformed / null / __proto__ -> 400 text Bad Request."""
+        """Row: strict JSON; malformed / null / __proto__ / constructor.prototype
+        -> 400 text Bad Request."""
         headers = api.headers("{}")
         headers["Content-Type"] = "application/json"
         answer = await api.request(
             "POST", "/game/create", data=text.encode(), headers=headers
         )
         assert (answer.status, answer.text) == (400, "Bad Request")
+
+    async def test_a_bom_before_the_body_is_tolerated(self, api: Probe) -> None:
+        """Row: a UTF-8 BOM before the JSON body is skipped; the body signs as
+        the JSON after it."""
+        headers = api.headers('{"expiresIn":600}')
+        headers["Content-Type"] = "application/json"
+        data = b"\xef\xbb\xbf" + b'{"expiresIn":600}'
+        answer = await api.request("POST", "/game/create", data=data, headers=headers)
+        assert answer.status == 200, answer.text
+        assert isinstance(answer.data, dict)
+        assert answer.data["task"]["status"] == "PENDING"
 
     async def test_body_limit(self, api: Probe) -> None:
         """Row: 1 MB body limit."""
@@ -201,6 +222,9 @@ class TestAuthentication:
             (str(now + 310_000), 401),
             ("not-a-number", 200),
             ("1700000000000abc", 401),
+            (hex(now), 200),  # parseInt reads "0x" digits in base 16
+            (hex(now).upper().replace("X", "x"), 200),
+            ("0x1", 401),
         ]:
             answer = await api.request(
                 "GET", "/now", headers=api.headers("{}", timestamp=stamp)

@@ -47,7 +47,9 @@ _JSON_TYPES = frozenset(
 )
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _STRICT_START = re.compile(r"[\x20\x09\x0a\x0d]*[\[{]")
-_PARSE_INT = re.compile(r"\s*([+-]?[0-9]+)")
+# parseInt(text) with no radix: leading whitespace, a sign, then "0x" digits in
+# base 16 or decimal digits; whatever follows them is ignored.
+_PARSE_INT = re.compile(r"\s*([+-]?)(?:0[xX]([0-9a-fA-F]+)|([0-9]+))")
 _ROLES = ("user", "game", "admin")
 _WINDOW_MS = 300_000
 
@@ -259,14 +261,25 @@ def authenticate(
         return json_answer(401, {"error": "Invalid signature"})
 
     # parseInt: a numeric prefix counts; no digits at all (NaN) passes.
-    stamp = _PARSE_INT.match(timestamp)
-    if stamp is not None and abs(time.time() * 1000 - int(stamp.group(1))) > _WINDOW_MS:
+    stamp = _parse_int(timestamp)
+    if stamp is not None and abs(time.time() * 1000 - stamp) > _WINDOW_MS:
         return json_answer(401, {"error": "Request expired"})
 
     if _ROLES.index(record.role) < _ROLES.index(role):
         return json_answer(403, {"error": "Insufficient permissions"})
 
     return record
+
+
+def _parse_int(text: str) -> int | None:
+    # JavaScript's parseInt(text); None for NaN.
+    found = _PARSE_INT.match(text)
+    if found is None:
+        return None
+
+    sign, hexadecimal, decimal = found.groups()
+    value = int(hexadecimal, 16) if hexadecimal else int(decimal)
+    return -value if sign == "-" else value
 
 
 def field(body: Any, name: str) -> Any:
