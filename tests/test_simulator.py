@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import random
 import statistics
 import time
@@ -19,7 +20,7 @@ import jwt
 import pytest
 
 from plyr_rooms.signing import canonical_json, sign_text
-from plyr_rooms.simulator import Latency, SimConfig, SimPlayer, Simulator
+from plyr_rooms.simulator import Latency, SimConfig, SimPlayer, Simulator, _http
 from plyr_rooms.simulator._eth import is_address
 from plyr_rooms.simulator._http import parse_body
 from plyr_rooms.simulator._probe import Answer, Probe
@@ -167,6 +168,25 @@ class TestTransport:
 
 
 class TestAuthentication:
+    async def test_signatures_are_compared_in_constant_time(
+        self, api: Probe, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Row: the signature check is hmac.compare_digest, not ==, for a good
+        signature and a bad one alike."""
+        seen: list[tuple[bytes, bytes]] = []
+        compare = hmac.compare_digest
+
+        def recording(a: bytes, b: bytes) -> bool:
+            seen.append((a, b))
+            return compare(a, b)
+
+        monkeypatch.setattr(_http.hmac, "compare_digest", recording)
+        good = api.headers("{}")
+        bad = {**good, "signature": "0" * 64}
+        assert (await api.request("GET", "/now", headers=good)).status == 200
+        assert (await api.request("GET", "/now", headers=bad)).status == 401
+        assert [b for _, b in seen] == [good["signature"].encode(), b"0" * 64]
+
     async def test_signature_covers_the_reserialised_body(self, api: Probe) -> None:
         """Row: HMAC over timestamp + JSON.stringify(parsed body)."""
         text = '{ "expiresIn" : 6.0e1,\n "note": "caf\\u00e9" }'
