@@ -20,7 +20,7 @@ import jwt
 import pytest
 
 from plyr_rooms.signing import canonical_json, sign_text
-from plyr_rooms.simulator import Latency, SimConfig, SimPlayer, Simulator, _http
+from plyr_rooms.simulator import Latency, SimConfig, SimPlayer, Simulator
 from plyr_rooms.simulator._eth import is_address
 from plyr_rooms.simulator._http import parse_body
 from plyr_rooms.simulator._probe import Answer, Probe
@@ -180,7 +180,7 @@ class TestAuthentication:
             seen.append((a, b))
             return compare(a, b)
 
-        monkeypatch.setattr(_http.hmac, "compare_digest", recording)
+        monkeypatch.setattr(hmac, "compare_digest", recording)
         good = api.headers("{}")
         bad = {**good, "signature": "0" * 64}
         assert (await api.request("GET", "/now", headers=good)).status == 200
