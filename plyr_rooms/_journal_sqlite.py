@@ -790,8 +790,8 @@ def _read_rooms(conn: sqlite3.Connection, where: str) -> list[JournaledRoom]:
     ]
 
 
-#: How each write becomes rows of ``journal_ops``; a call not here (a read)
-#: sends its batch record by record.
+#: How each write becomes its room's key and rows of the kinds in ``_GROUPS``; a
+#: call not here (a read) sends its batch record by record.
 _SHAPES: Final[dict[Callable[..., Any], Callable[..., tuple[str, _Rows]]]] = {
     _insert_room: _open_rows,
     _update_room: _update_rows,
