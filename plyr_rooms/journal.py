@@ -212,11 +212,11 @@ class MemoryJournal:
             step = self._step(entry, room_key, step_seq)
             _check_submit(step, room_key, task_id)
         except Exception as exc:
-            return _Done(exc)
+            return _Written(exc)
 
         entry.steps[step_seq] = attrs.evolve(step, task_id=task_id)
         self._wrote()
-        return _Done(None)
+        return _Written(None)
 
     async def settled(
         self,
@@ -289,7 +289,7 @@ def _view(entry: _MemRoom) -> JournaledRoom:
     return JournaledRoom(entry.record, steps, later)
 
 
-class _Done:
+class _Written:
     """What :meth:`MemoryJournal.submitted` returns: a write already made."""
 
     __slots__ = ("error",)
