@@ -1,18 +1,26 @@
-"""The SQLite journal: one file, WAL, one writer thread and group commit.
+"""The SQLite journal: one file, WAL, one writer and group commit.
 
-The event loop never touches the file. Each call puts an operation on a queue and
-awaits a future; one dedicated thread takes everything queued (up to
-``max_batch``), runs it in ONE transaction, commits, and only then resolves the
-futures of that batch through ``loop.call_soon_threadsafe``. While it waits on
-the disk, the next batch piles up, so ten thousand rooms writing at once cost a
-few hundred commits, not ten thousand, and every writer still returns only once
-its own record is durable.
+The event loop never touches the file. Each call adds its record to a frame
+and returns a future; once per pass of the event loop the frame goes to the
+writer, which takes every frame waiting (up to ``max_batch`` records), runs them
+in ONE transaction, commits, and only then answers. While it waits on the disk
+the next frames pile up, so ten thousand rooms writing at once cost a few
+hundred commits, not ten thousand, and every call still returns only once its
+own record is durable. ``_journal_writer`` holds the statements.
 
-A batch of writes of distinct rooms takes one multi-row statement per kind of
-record, not one per record, so the thread takes the GIL back a few times per
-batch instead of once per record (see ``_commit_at_once`` for why that matters).
-A batch with a read, two records of one room, or a record the rules refuse runs
-one statement per record instead, with the same result.
+The writer is a child process on POSIX systems (the default): the event loop
+writes each frame to its pipe and reads the answers as they come, with no
+thread of its own. A writer thread in this process (``writer="thread"``, and the
+default elsewhere) does the same work, but each of its SQLite calls gives up the
+GIL, and taking it back from an event loop busy with ten thousand rooms is most
+of the time a batch takes: rooms then wait longer for their records, and hold
+what they hold for longer. The load test measured the process at the speed of a
+store that writes nothing, and the thread at about a tenth slower.
+
+The writer process exits when this process dies (its pipe closes): it then
+commits nothing more, as a killed thread would. If the writer dies first, every
+waiting call fails with :class:`~plyr_rooms.journal.JournalError`, and so does
+every later call: a room then stops, unsettled, where it was.
 
 ``synchronous=FULL`` is the default: with WAL, NORMAL survives a killed process
 but not a power cut (the last commits may not have reached the disk), and a lost
@@ -24,17 +32,19 @@ throwaway runs and benchmarks.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
 import queue
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
-from collections import defaultdict
+import weakref
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, TypeVar, cast
+from typing import Any, ClassVar, Final, Protocol
 
 import anyio
 
@@ -48,12 +58,12 @@ from ._journal_records import (
     StepRecord,
     _check_room,
     _check_same_room,
-    _check_submit,
     check_no_secrets,
     data_text,
     json_text,
     scan_json,
 )
+from ._journal_writer import Answer, Call, Stats, Writer, connect, frame, unframe
 from .errors import InvalidInput
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteJournal"]
@@ -97,21 +107,10 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1,)
 #: The schema version this plyr-rooms writes (``PRAGMA user_version``).
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
-_T = TypeVar("_T")
-# Ten thousand rooms in flight touch a room row and a step index entry each, all
-# over the file, in every small commit: with SQLite's default 2 MiB page cache
-# most of those pages are read back from the OS each time. 16 MiB holds the hot
-# part of a 10,000-room run's file (32 MiB took that run's RSS to 400 MB), and
-# the cache grows only as far as the file does. A checkpoint every 10,000 pages
-# (40 MiB of WAL) instead of 1,000 copies a page updated by many commits once.
-_CACHE_KIB: Final = 16 * 1024
-_CHECKPOINT_PAGES: Final = 10_000
 _SYNC_MODES = frozenset({"FULL", "NORMAL", "EXTRA"})
-_STOP: Final = object()
-
-
-class _Refused(Exception):
-    """A statement of a batch changed fewer rows than it carried records."""
+_WRITERS = frozenset({"process", "thread"})
+_DEFAULT_WRITER: Final = "process" if os.name == "posix" else "thread"
+_WRITER_FILE: Final = os.path.join(os.path.dirname(__file__), "_journal_writer.py")
 
 
 def _migrate(
@@ -135,24 +134,21 @@ def _migrate(
         logger.debug("journal %s migrated to schema version %d", path, version + 1)
 
 
-def _dumps(value: object) -> str:
-    return json_text(value)
-
-
-# One queued call: the function the writer runs (with the connection first),
-# its arguments, and the future it resolves. A plain tuple: ten thousand rooms
-# keep one each alive while they wait, and the garbage collector walks them all.
-_Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
-# A call once the writer ran it: its result, or the error its waiter gets.
-_Done = tuple[_Op, Any, "BaseException | None"]
+class _Link(Protocol):
+    # How the journal reaches its writer: a child process or a thread.
+    def start(self, loop: asyncio.AbstractEventLoop) -> None: ...
+    def send(self, calls: list[Call]) -> None: ...
+    def stop(self) -> None: ...
+    async def join(self) -> None: ...
 
 
 class SQLiteJournal:
     """The default :class:`~plyr_rooms.journal.Journal`: a SQLite file in WAL mode.
 
     The file is opened (and migrated) synchronously by the constructor, which
-    then starts the writer thread; call :meth:`aclose` (or use ``async with``)
-    to stop it. One process at a time should write a given file.
+    then starts the writer; call :meth:`aclose` (or use ``async with``) to stop
+    it. The journal serves the first event loop that uses it. One process at a
+    time should write a given file.
 
     Args:
         path: the journal file; created if missing.
@@ -163,11 +159,17 @@ class SQLiteJournal:
         at_once: write a batch of writes of distinct rooms with one statement
             per kind of record (the default); False runs one statement per
             record, as a batch holding a refused record does anyway.
+        writer: ``"process"`` (the default on POSIX systems), the SQLite work
+            in a child process, or ``"thread"`` (the default elsewhere), in a
+            thread of this process.
 
     Raises:
         JournalVersionError: the file was written by a newer plyr-rooms.
         JournalError: the file is not a journal (or not a SQLite database).
     """
+
+    #: Answer every write without writing it (the load test's control).
+    _discard: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -176,29 +178,44 @@ class SQLiteJournal:
         synchronous: str = "FULL",
         max_batch: int = 4096,
         at_once: bool = True,
+        writer: str = _DEFAULT_WRITER,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
-        if synchronous.upper() not in _SYNC_MODES:
+        synchronous = synchronous.upper()
+        if synchronous not in _SYNC_MODES:
             raise InvalidInput(f"synchronous must be FULL or NORMAL: {synchronous!r}")
 
         if max_batch < 1:
             raise InvalidInput(f"max_batch must be at least 1: {max_batch!r}")
 
+        if writer not in _WRITERS or (writer == "process" and os.name != "posix"):
+            raise InvalidInput(f"writer must be 'process' or 'thread': {writer!r}")
+
         self.path = os.fspath(path)
         self._max_batch = max_batch
-        self._conn = _connect(self.path, synchronous.upper(), migrations)
         self._at_once = at_once
-        self._seq, self._clock = _counters(self._conn)
-        self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
+        conn = _connect(self.path, migrations)
+        try:
+            self._seq, self._clock = _counters(conn)
+        finally:
+            conn.close()
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._calls: list[Call] = []
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._flushing = False
         self._closing = False
-        self._writes = 0
-        self._transactions = 0
-        self._largest = 0
-        self._writer_cpu = 0.0
-        self._thread = threading.Thread(
-            target=self._run, name="plyr-rooms-journal", daemon=True
-        )
-        self._thread.start()
+        self._lost: str | None = None
+        self._stats: Stats = (0, 0, 0, 0.0)
+        self._link: _Link
+        if writer == "process":
+            args = [self.path, synchronous, str(max_batch), str(int(at_once))]
+            self._link = _ProcessLink(self, [*args, str(int(self._discard))])
+        else:
+            store = Writer(
+                connect(self.path, synchronous), at_once=at_once, discard=self._discard
+            )
+            self._link = _ThreadLink(self, store, max_batch)
 
     def __repr__(self) -> str:
         return f"SQLiteJournal({self.path!r})"
@@ -206,9 +223,7 @@ class SQLiteJournal:
     @property
     def stats(self) -> JournalStats:
         """Writes, transactions, the largest batch and the writer's CPU so far."""
-        return JournalStats(
-            self._writes, self._transactions, self._largest, self._writer_cpu
-        )
+        return JournalStats(*self._stats)
 
     async def __aenter__(self) -> SQLiteJournal:
         return self
@@ -221,19 +236,19 @@ class SQLiteJournal:
         _check_room(room)
         row = (*_room_row(room), self._tick(), time.time())
         del room  # see settled
-        await self._call(_insert_room, row)
+        await self._call("open", row)
 
     async def room_updated(self, room: RoomRecord) -> None:
         """Replace the record of a known room; durable on return."""
         _check_room(room)
         row = (*_room_row(room), self._tick())
         del room  # see settled
-        await self._call(_update_room, row)
+        await self._call("update", row)
 
     async def room_closed(self, room_key: str, reason: str | None = None) -> None:
         """Mark a room as needing nothing more; durable on return."""
         check_no_secrets(reason, where="close reason")
-        await self._call(_close_room, room_key, reason)
+        await self._call("close", room_key, reason)
 
     async def intend(self, room_key: str, step: str, request: Mapping[str, Any]) -> int:
         """Record that *step* is about to be sent; durable on return.
@@ -246,7 +261,7 @@ class SQLiteJournal:
         text = scan_json(json_text(dict(request)), where=f"{step} request")
         self._seq += 1
         seq = self._seq
-        await self._call(_insert_step, seq, room_key, step, text, time.time())
+        await self._call("intend", seq, room_key, step, text, time.time())
         return seq
 
     def submitted(
@@ -261,8 +276,8 @@ class SQLiteJournal:
         """
         try:
             check_no_secrets(task_id, where="task id")
-            return self._call(_submit_step, room_key, step_seq, task_id)
-        except (InvalidInput, JournalClosed) as exc:
+            return self._call("submit", room_key, step_seq, task_id)
+        except (InvalidInput, JournalError) as exc:
             failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)
             return failed
@@ -290,7 +305,7 @@ class SQLiteJournal:
 
         args = (outcome, text, self._tick(), time.time(), step_seq, room_key)
         if room is None:
-            await self._call(_settle_step, args)
+            await self._call("settle", args)
             return
 
         # The step first: if it is refused, nothing was written. The room row
@@ -301,47 +316,295 @@ class SQLiteJournal:
         # garbage collector to move whatever it holds to the oldest generation,
         # and ten thousand rooms' worth of that brings more full collections.
         del room
-        await self._call(_settle_and_update, args, row)
+        await self._call("settle+update", args, row)
 
     async def unfinished(self) -> list[JournaledRoom]:
         """Return every room not finished nor closed, with its steps."""
-        return await self._call(_read_rooms, "finished = 0 AND closed = 0")
+        return _rooms_of(await self._call("read", "finished = 0 AND closed = 0"))
 
     async def rooms(self, *, include_finished: bool = False) -> list[JournaledRoom]:
         """Return the journaled rooms (all of them with *include_finished*)."""
         where = "1" if include_finished else "finished = 0 AND closed = 0"
-        return await self._call(_read_rooms, where)
+        return _rooms_of(await self._call("read", where))
 
     async def aclose(self) -> None:
         """Write what was already asked for, then close the file.
 
-        A cancelled call leaves the writer thread finishing on its own.
+        A cancelled call leaves the writer finishing on its own.
         """
         self.close_nowait()
-        await anyio.to_thread.run_sync(self._thread.join)
+        await self._link.join()
 
     def close_nowait(self) -> None:
-        """Ask the writer thread to finish the queued writes and close the file."""
+        """Ask the writer to finish the queued writes and close the file."""
         if not self._closing:
             self._closing = True
-            self._queue.put(_STOP)
+            self._flush()
+            self._link.stop()
 
     def _tick(self) -> int:
         # Stamps are taken in call order, which is also the order the writer
-        # thread applies the records in.
+        # applies the records in.
         self._clock += 1
         return self._clock
 
-    def _call(self, run: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
-        # A plain function, so that a waiting write holds no coroutine of its own.
+    def _call(self, name: str, *args: Any) -> asyncio.Future[Any]:
+        # A plain function, so that a waiting write holds no coroutine of its
+        # own; its record goes to the writer with the others of this loop pass.
         if self._closing:
             raise JournalClosed(f"the journal {self.path!r} is closed")
 
-        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-        self._queue.put((run, args, future))
+        if self._lost is not None:
+            raise JournalError(self._lost)
+
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
+
+        future: asyncio.Future[Any] = loop.create_future()
+        self._calls.append((name, args))
+        self._waiting.append(future)
+        if not self._flushing:
+            self._flushing = True
+            loop.call_soon(self._flush)
+
         return future
 
-    # The writer thread from here on.
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not None:
+            raise JournalError(
+                f"the journal {self.path!r} serves another event loop; open one"
+                " journal per event loop"
+            )
+
+        self._loop = loop
+        self._link.start(loop)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        calls, self._calls = self._calls, []
+        for start in range(0, len(calls), self._max_batch):
+            self._link.send(calls[start : start + self._max_batch])
+
+    # The link calls these, in the event loop.
+
+    def _answer(
+        self,
+        answers: list[Answer],
+        stats: Stats,
+        error: str | None,
+        fallback: str | None,
+    ) -> None:
+        # One answer per call, in the order the calls were made.
+        self._stats = stats
+        if fallback is not None:
+            logger.debug(
+                "journal batch of %d went record by record: %s", len(answers), fallback
+            )
+
+        if error is not None:
+            logger.error(
+                "journal transaction of %d records failed: %s", len(answers), error
+            )
+
+        waiting = self._waiting
+        for ok, value in answers:
+            future = waiting.popleft()
+            if future.done():  # the waiter was cancelled
+                continue
+
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(JournalError(value))
+
+    def _ended(self, why: str | None) -> None:
+        # The writer is gone: *why* is None after a stop asked for.
+        if why is None and not self._waiting:
+            return
+
+        self._lost = f"the journal writer of {self.path!r} stopped: {why or 'early'}"
+        if self._waiting:
+            logger.error("%s; %d calls failed", self._lost, len(self._waiting))
+
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(JournalError(self._lost))
+
+
+class _ProcessLink:
+    """The writer as a child process, its pipes driven by the event loop."""
+
+    def __init__(self, journal: SQLiteJournal, args: list[str]) -> None:
+        self._journal = journal
+        # -I: no environment variables, no user site; -S: no site packages.
+        # The writer needs the standard library only, and starts faster.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", _WRITER_FILE, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        assert self._proc.stderr is not None
+        self._to = self._proc.stdin.fileno()
+        self._from = self._proc.stdout.fileno()
+        os.set_blocking(self._to, False)
+        os.set_blocking(self._from, False)
+        os.set_blocking(self._proc.stderr.fileno(), False)
+        self._out = bytearray()
+        self._in = bytearray()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writing = False
+        self._stopping = False
+        self._fatal: str | None = None
+        self._gone: asyncio.Future[None] | None = None
+        # A journal never closed still lets its writer go (and reaps it).
+        weakref.finalize(self, _reap, self._proc)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._gone = loop.create_future()
+        loop.add_reader(self._from, self._readable)
+
+    def send(self, calls: list[Call]) -> None:
+        self._out += frame(calls)
+        self._write()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._loop is None:  # never used: nothing to finish
+            self._close_input()
+            return
+
+        self._out += frame(None)
+        self._write()
+
+    async def join(self) -> None:
+        if self._gone is not None:
+            await asyncio.shield(self._gone)
+
+        await anyio.to_thread.run_sync(self._proc.wait)
+        for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def _write(self) -> None:
+        assert self._loop is not None
+        if self._proc.stdin is None or self._proc.stdin.closed:
+            self._out.clear()  # the writer is gone; the reader says so
+            return
+
+        try:
+            del self._out[: os.write(self._to, self._out)]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._out.clear()  # a broken pipe: the reader sees the end
+
+        if self._out and not self._writing:
+            self._loop.add_writer(self._to, self._write)
+            self._writing = True
+        elif not self._out and self._writing:
+            self._loop.remove_writer(self._to)
+            self._writing = False
+
+        if not self._out and self._stopping:
+            self._close_input()
+
+    def _close_input(self) -> None:
+        assert self._proc.stdin is not None
+        if not self._proc.stdin.closed:
+            self._proc.stdin.close()
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._from, 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+
+        if not data:
+            self._end()
+            return
+
+        self._in += data
+        for message in unframe(self._in):
+            if message[0] == "done":
+                self._journal._answer(*message[1:])
+            else:
+                self._fatal = message[1]
+
+    def _end(self) -> None:
+        assert self._loop is not None
+        assert self._gone is not None
+        self._loop.remove_reader(self._from)
+        if self._writing:
+            self._loop.remove_writer(self._to)
+            self._writing = False
+
+        self._close_input()
+        why = None
+        if self._fatal is not None or not self._stopping:
+            why = self._fatal or _stderr_of(self._proc) or "it exited"
+
+        self._journal._ended(why)
+        if not self._gone.done():
+            self._gone.set_result(None)
+
+
+def _stderr_of(proc: subprocess.Popen[bytes]) -> str:
+    # What a writer that died without a word wrote on its way out, if anything.
+    assert proc.stderr is not None
+    try:
+        text = proc.stderr.read(4096) or b""
+    except OSError:
+        text = b""
+
+    return text.decode("utf-8", "replace").strip()[-1000:]
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class _ThreadLink:
+    """The writer as a thread of this process (where no child process can be)."""
+
+    def __init__(self, journal: SQLiteJournal, writer: Writer, max_batch: int) -> None:
+        self._journal = journal
+        self._writer = writer
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[list[Call] | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(
+            target=self._run, name="plyr-rooms-journal", daemon=True
+        )
+        self._thread.start()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def send(self, calls: list[Call]) -> None:
+        self._queue.put(calls)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    async def join(self) -> None:
+        await anyio.to_thread.run_sync(self._thread.join)
 
     def _run(self) -> None:
         try:
@@ -349,108 +612,55 @@ class SQLiteJournal:
             while not stop:
                 batch, stop = self._take()
                 if batch:
-                    self._commit(batch)
+                    answers = self._writer.commit(batch)
+                    stats = self._writer.stats(time.thread_time())
+                    self._tell(
+                        self._journal._answer, answers, stats, self._writer.error
+                    )
 
+        except BaseException as exc:
+            logger.exception("journal writer thread failed")
+            self._tell(self._journal._ended, repr(exc))
         finally:
-            self._conn.close()
+            self._writer.conn.close()
 
-    def _take(self) -> tuple[list[_Op], bool]:
+    def _take(self) -> tuple[list[Call], bool]:
+        # Every whole frame queued, up to max_batch calls.
         first = self._queue.get()
-        if first is _STOP:
+        if first is None:
             return [], True
 
-        batch = [cast("_Op", first)]
+        batch = list(first)
         while len(batch) < self._max_batch:
             try:
-                item = self._queue.get_nowait()
+                calls = self._queue.get_nowait()
             except queue.Empty:
                 break
 
-            if item is _STOP:
+            if calls is None:
                 return batch, True
 
-            batch.append(cast("_Op", item))
+            batch.extend(calls)
 
         return batch, False
 
-    def _commit(self, batch: list[_Op]) -> None:
-        done = self._commit_at_once(batch) if self._at_once else None
-        if done is None:
-            done = self._commit_each(batch)
+    def _tell(self, call: Callable[..., None], *args: Any) -> None:
+        if self._loop is None:
+            return
 
-        _deliver(done)
-        self._writer_cpu = time.thread_time()
-
-    def _commit_at_once(self, batch: list[_Op]) -> list[_Done] | None:
-        # The thread gives up the GIL around every statement, and taking it back
-        # from an event loop busy with thousands of rooms can take long: the
-        # loop's thread drops and retakes it at every socket call and wins most
-        # of those races. Batches of one statement per record spent most of
-        # their time in that wait; a few statements per batch (one per kind of
-        # record) make it rare. See "a batch in a few statements" below.
-        groups = _batch_groups(batch)
-        if groups is None:
-            return None
-
-        conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for kind in _GROUPS:
-                rows = groups.get(kind)
-                if rows and not _run_group(conn, kind, rows):
-                    raise _Refused(kind)
-
-            conn.execute("COMMIT")
-        except Exception as exc:
-            logger.debug(
-                "journal batch of %d goes record by record: %r", len(batch), exc
-            )
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                # The record-by-record path then fails to begin, and reports
-                # the error to every waiter; the writer thread must not die.
-                logger.exception("journal rollback failed")
-
-            return None
-
-        self._count(len(batch))
-        return [(op, None, None) for op in batch]
-
-    def _commit_each(self, batch: list[_Op]) -> list[_Done]:
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            done = [_apply(self._conn, op) for op in batch]
-            self._conn.execute("COMMIT")
-        except Exception as exc:
-            logger.exception("journal transaction of %d records failed", len(batch))
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-
-            error = JournalError(f"journal write failed: {exc}")
-            return [(op, None, error) for op in batch]
-
-        self._count(sum(1 for op in batch if op[0] in _SHAPES))
-        return done
-
-    def _count(self, writes: int) -> None:
-        self._writes += writes
-        self._transactions += 1 if writes else 0
-        self._largest = max(self._largest, writes)
+            self._loop.call_soon_threadsafe(call, *args)
+        except RuntimeError:
+            # The loop is closed: nobody is waiting any more.
+            logger.debug("journal answers for a closed event loop dropped")
 
 
-def _connect(
-    path: str, synchronous: str, migrations: Sequence[Migration]
-) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def _connect(path: str, migrations: Sequence[Migration]) -> sqlite3.Connection:
+    # Open, check and migrate the file; the writer then opens it for itself.
+    conn = sqlite3.connect(path, isolation_level=None)
     try:
         _migrate(conn, path, migrations)
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {synchronous}")
-        conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB:d}")
-        conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES:d}")
-        conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise JournalError(f"{path!r} is not a plyr-rooms journal: {exc}") from None
@@ -467,190 +677,6 @@ def _counters(conn: sqlite3.Connection) -> tuple[int, int]:
     return int(seq[0] or 0), max(int(seq[1] or 0), int(room[0] or 0))
 
 
-# -- a batch in a few statements -----------------------------------------------------
-#
-# A batch whose records are writes of distinct rooms is written as one
-# multi-row statement per kind of record (rooms opened, steps intended, task ids,
-# outcomes, room records, rooms closed), in one transaction. Records of distinct
-# rooms touch distinct rows, so their order inside the batch does not matter.
-# Each statement must change exactly as many rows as it carries records: if one
-# does not (a room or a step missing, a task id already there) or raises (a room
-# already journaled), the transaction is rolled back and the batch goes record
-# by record, which says which record was refused and keeps the others.
-
-#: Per kind of record: its number of values, and its statement around
-#: ``{values}`` (``VALUES (?, ...), ...``, whose columns SQLite names column1...).
-_GROUPS: Final = {
-    "open": (
-        12,
-        "INSERT INTO rooms (key, class_name, state, room_id, room_address, players,"
-        " pot, unsettled, data, finished, stamp, opened_at, updated_at)"
-        " SELECT column1, column2, column3, column4, column5, column6, column7,"
-        " column8, column9, column10, column11, column12, column12"
-        " FROM ({values}) WHERE column1 IS NOT NULL",
-    ),
-    "intend": (
-        5,
-        "INSERT INTO steps (seq, room_key, step, request, intended_at)"
-        " SELECT n.column1, rooms.key, n.column3, n.column4, n.column5"
-        " FROM ({values}) AS n JOIN rooms ON rooms.key = n.column2",
-    ),
-    "submit": (
-        4,
-        "UPDATE steps SET task_id = n.column3, submitted_at = n.column4"
-        " FROM ({values}) AS n WHERE steps.seq = n.column2"
-        " AND steps.room_key = n.column1 AND steps.task_id IS NULL"
-        " AND steps.outcome IS NULL",
-    ),
-    "settle": (
-        6,
-        "UPDATE steps SET outcome = n.column1, detail = n.column2,"
-        " settled_stamp = n.column3, settled_at = n.column4"
-        " FROM ({values}) AS n WHERE steps.seq = n.column5"
-        " AND steps.room_key = n.column6",
-    ),
-    "update": (
-        12,
-        "UPDATE rooms SET class_name = n.column2, state = n.column3,"
-        " room_id = n.column4, room_address = n.column5, players = n.column6,"
-        " pot = n.column7, unsettled = n.column8, data = n.column9,"
-        " finished = n.column10, stamp = n.column11, updated_at = n.column12"
-        " FROM ({values}) AS n WHERE rooms.key = n.column1",
-    ),
-    "close": (
-        3,
-        "UPDATE rooms SET closed = 1, closed_reason = n.column2,"
-        " updated_at = n.column3 FROM ({values}) AS n WHERE rooms.key = n.column1",
-    ),
-}
-#: The most records one statement carries (12 values each, under SQLite's
-#: limit of 32,766 per statement).
-_GROUP_ROWS: Final = 1024
-
-_Rows = list[tuple[str, tuple[Any, ...]]]
-
-
-@functools.cache
-def _group_statement(kind: str, rows: int) -> str:
-    width, text = _GROUPS[kind]
-    one = "(" + ", ".join("?" * width) + ")"
-    return text.format(values="VALUES " + ", ".join([one] * rows))
-
-
-def _run_group(
-    conn: sqlite3.Connection, kind: str, rows: list[tuple[Any, ...]]
-) -> bool:
-    # Write one kind's records; False if the statement did not change one row
-    # per record. Padded to a power of two rows of NULLs (which match and insert
-    # nothing), so that a few dozen statement texts serve every batch from the
-    # statement cache: preparing one is one more time the thread gives up the GIL.
-    width = _GROUPS[kind][0]
-    for start in range(0, len(rows), _GROUP_ROWS):
-        chunk = rows[start : start + _GROUP_ROWS]
-        size = 1 << (len(chunk) - 1).bit_length()
-        values = [value for row in chunk for value in row]
-        values += [None] * (width * (size - len(chunk)))
-        before = conn.total_changes
-        conn.execute(_group_statement(kind, size), values)
-        if conn.total_changes - before != len(chunk):
-            return False
-
-    return True
-
-
-def _batch_groups(batch: list[_Op]) -> dict[str, list[tuple[Any, ...]]] | None:
-    # The batch's records by kind, or None if it holds a call that is not a
-    # write (a read), or two records of one room (their order would matter).
-    now = time.time()
-    rooms: set[str] = set()
-    groups: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for run, args, _ in batch:
-        shape = _SHAPES.get(run)
-        if shape is None:
-            return None
-
-        key, rows = shape(now, *args)
-        if key in rooms:
-            return None
-
-        rooms.add(key)
-        for kind, values in rows:
-            groups[kind].append(values)
-
-    return groups
-
-
-def _open_rows(now: float, row: tuple[Any, ...]) -> tuple[str, _Rows]:
-    return row[0], [("open", row)]
-
-
-def _update_rows(now: float, row: tuple[Any, ...]) -> tuple[str, _Rows]:
-    return row[0], [("update", (*row, now))]
-
-
-def _close_rows(now: float, key: str, reason: str | None) -> tuple[str, _Rows]:
-    return key, [("close", (key, reason, now))]
-
-
-def _intend_rows(
-    now: float, seq: int, key: str, step: str, request: str, at: float
-) -> tuple[str, _Rows]:
-    return key, [("intend", (seq, key, step, request, at))]
-
-
-def _submit_rows(now: float, key: str, seq: int, task_id: str) -> tuple[str, _Rows]:
-    return key, [("submit", (key, seq, task_id, now))]
-
-
-def _settle_rows(now: float, args: tuple[Any, ...]) -> tuple[str, _Rows]:
-    return args[5], [("settle", args)]
-
-
-def _settle_update_rows(
-    now: float, args: tuple[Any, ...], row: tuple[Any, ...]
-) -> tuple[str, _Rows]:
-    return args[5], [("settle", args), ("update", (*row, now))]
-
-
-# -- one record at a time ----------------------------------------------------------
-
-
-def _apply(conn: sqlite3.Connection, op: _Op) -> _Done:
-    # A refused record fails alone: its statement did nothing (SQLite undoes a
-    # failed statement, not the transaction), and the batch goes on.
-    run, args, _ = op
-    try:
-        return op, run(conn, *args), None
-    except JournalError as exc:
-        return op, None, exc
-    except sqlite3.IntegrityError as exc:
-        return op, None, JournalError(f"journal refused the record: {exc}")
-
-
-def _deliver(done: list[_Done]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = defaultdict(list)
-    for item in done:
-        by_loop[item[0][2].get_loop()].append(item)
-
-    for loop, items in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_resolve, items)
-        except RuntimeError:
-            # The loop is closed: nobody is waiting any more.
-            logger.debug("journal results for a closed event loop dropped")
-
-
-def _resolve(items: list[_Done]) -> None:
-    for (_, _, future), result, error in items:
-        if future.done():  # the waiter was cancelled
-            continue
-
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
-
-
 def _room_row(room: RoomRecord) -> tuple[Any, ...]:
     return (
         room.key,
@@ -658,111 +684,23 @@ def _room_row(room: RoomRecord) -> tuple[Any, ...]:
         room.state,
         room.room_id,
         room.room_address,
-        _dumps(list(room.players)),
-        _dumps(dict(room.pot)),
+        json_text(list(room.players)),
+        json_text(dict(room.pot)),
         room.unsettled,
         data_text(room),
         int(room.finished),
     )
 
 
-def _insert_room(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    try:
-        conn.execute(
-            "INSERT INTO rooms (key, class_name, state, room_id, room_address,"
-            " players, pot, unsettled, data, finished, stamp, opened_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*row, row[-1]),
-        )
-    except sqlite3.IntegrityError:
-        # The key is the only constraint a well-formed row can break.
-        raise JournalError(f"room {row[0]!r} is already journaled") from None
-
-
-def _update_room(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    cursor = conn.execute(
-        "UPDATE rooms SET class_name = ?, state = ?, room_id = ?, room_address = ?,"
-        " players = ?, pot = ?, unsettled = ?, data = ?, finished = ?, stamp = ?,"
-        " updated_at = ? WHERE key = ?",
-        (*row[1:], time.time(), row[0]),
-    )
-    if cursor.rowcount == 0:
-        raise JournalError(f"room {row[0]!r} is not journaled")
-
-
-def _close_room(conn: sqlite3.Connection, key: str, reason: str | None) -> None:
-    cursor = conn.execute(
-        "UPDATE rooms SET closed = 1, closed_reason = ?, updated_at = ? WHERE key = ?",
-        (reason, time.time(), key),
-    )
-    if cursor.rowcount == 0:
-        raise JournalError(f"room {key!r} is not journaled")
-
-
-def _insert_step(
-    conn: sqlite3.Connection, seq: int, key: str, step: str, request: str, at: float
-) -> None:
-    cursor = conn.execute(
-        "INSERT INTO steps (seq, room_key, step, request, intended_at)"
-        " SELECT ?, key, ?, ?, ? FROM rooms WHERE key = ?",
-        (seq, step, request, at, key),
-    )
-    if cursor.rowcount == 0:
-        raise JournalError(f"room {key!r} is not journaled")
-
-
-def _submit_step(conn: sqlite3.Connection, key: str, seq: int, task_id: str) -> None:
-    # One statement in the usual case (no task id yet, no outcome); the rules
-    # are read back only to say why a write was refused, or that it was a repeat.
-    cursor = conn.execute(
-        "UPDATE steps SET task_id = ?, submitted_at = ?"
-        " WHERE seq = ? AND room_key = ? AND task_id IS NULL AND outcome IS NULL",
-        (task_id, time.time(), seq, key),
-    )
-    if cursor.rowcount == 1:
-        return
-
-    found = conn.execute(
-        "SELECT task_id, outcome FROM steps WHERE seq = ? AND room_key = ?",
-        (seq, key),
-    ).fetchone()
-    if found is None:
-        raise JournalError(f"room {key!r} has no step {seq!r}")
-
-    _check_submit(StepRecord(seq, "", {}, found[0], found[1]), key, task_id)
-
-
-def _settle_step(conn: sqlite3.Connection, args: tuple[Any, ...]) -> None:
-    cursor = conn.execute(
-        "UPDATE steps SET outcome = ?, detail = ?, settled_stamp = ?, settled_at = ?"
-        " WHERE seq = ? AND room_key = ?",
-        args,
-    )
-    if cursor.rowcount == 0:
-        raise JournalError(f"room {args[5]!r} has no step {args[4]!r}")
-
-
-def _settle_and_update(
-    conn: sqlite3.Connection, args: tuple[Any, ...], row: tuple[Any, ...]
-) -> None:
-    _settle_step(conn, args)
-    _update_room(conn, row)
-
-
-def _read_rooms(conn: sqlite3.Connection, where: str) -> list[JournaledRoom]:
-    # *where* is one of two constant strings, never user input.
-    rooms = conn.execute(
-        "SELECT key, class_name, state, room_id, room_address, players, pot,"
-        f" unsettled, data, stamp FROM rooms WHERE {where} ORDER BY opened_at, key"
-    ).fetchall()
+def _rooms_of(
+    rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]],
+) -> list[JournaledRoom]:
+    # The journal's records from the writer's rows (see _journal_writer._read_rooms).
+    rooms, step_rows = rows
     stamps = {row[0]: row[9] for row in rooms}
     steps: dict[str, list[StepRecord]] = defaultdict(list)
     later: dict[str, list[int]] = defaultdict(list)
-    for row in conn.execute(
-        "SELECT room_key, seq, step, request, task_id, outcome, detail,"
-        " settled_stamp FROM steps"
-        f" WHERE room_key IN (SELECT key FROM rooms WHERE {where}) ORDER BY seq"
-    ):
+    for row in step_rows:
         detail = None if row[6] is None else json.loads(row[6])
         steps[row[0]].append(
             StepRecord(row[1], row[2], json.loads(row[3]), row[4], row[5], detail)
@@ -788,16 +726,3 @@ def _read_rooms(conn: sqlite3.Connection, where: str) -> list[JournaledRoom]:
         )
         for row in rooms
     ]
-
-
-#: How each write becomes its room's key and rows of the kinds in ``_GROUPS``; a
-#: call not here (a read) sends its batch record by record.
-_SHAPES: Final[dict[Callable[..., Any], Callable[..., tuple[str, _Rows]]]] = {
-    _insert_room: _open_rows,
-    _update_room: _update_rows,
-    _close_room: _close_rows,
-    _insert_step: _intend_rows,
-    _submit_step: _submit_rows,
-    _settle_step: _settle_rows,
-    _settle_and_update: _settle_update_rows,
-}

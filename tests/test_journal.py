@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
+import os
 import sqlite3
 import tempfile
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plyr_rooms import _journal_sqlite, _journal_writer
 from plyr_rooms._journal_records import _JWT, _SECRET_KEY, scan_json
 from plyr_rooms._journal_sqlite import MIGRATIONS, SCHEMA_VERSION
+from plyr_rooms._journal_writer import frame, unframe
 from plyr_rooms.errors import InvalidInput
 from plyr_rooms.journal import (
     Journal,
@@ -47,13 +50,15 @@ JWT = (
 )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-thread"])
 async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     store: MemoryJournal | SQLiteJournal
     if request.param == "memory":
         store = MemoryJournal()
-    else:
+    elif request.param == "sqlite":
         store = SQLiteJournal(tmp_path / "journal.db")
+    else:
+        store = SQLiteJournal(tmp_path / "journal.db", writer="thread")
 
     async with store:
         yield store
@@ -397,6 +402,9 @@ class TestSQLite:
         with pytest.raises(InvalidInput):
             SQLiteJournal(tmp_path / "j.db", max_batch=0)
 
+        with pytest.raises(InvalidInput):
+            SQLiteJournal(tmp_path / "j.db", writer="fork")
+
     async def test_no_secret_reaches_the_file(self, tmp_path: Path) -> None:
         path = tmp_path / "j.db"
         async with SQLiteJournal(path) as journal:
@@ -421,6 +429,88 @@ class TestSQLite:
         for data in (*open_bytes, closed_bytes):
             assert JWT.encode() not in data
             assert JWT.split(".")[2].encode() not in data
+
+
+class TestWriterProcess:
+    """The writer as a child process: its death, its end, its one event loop."""
+
+    async def test_a_dead_writer_fails_what_waits_and_refuses_more(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "j.db"
+        async with SQLiteJournal(path) as journal:
+            await journal.room_opened(room("a"))
+            waiting = asyncio.ensure_future(journal.room_opened(room("b")))
+            await asyncio.sleep(0)  # b's record is in the frame for the writer
+            writer = journal._link._proc  # type: ignore[attr-defined]
+            writer.kill()
+            writer.wait()
+            with pytest.raises(JournalError, match=r"journal writer .* stopped"):
+                await waiting
+
+            with pytest.raises(JournalError, match="stopped"):
+                await journal.room_opened(room("c"))
+
+            with pytest.raises(JournalError, match="stopped"):
+                await journal.submitted("a", 1, "7-0")
+
+        async with SQLiteJournal(path) as journal:
+            keys = [e.room.key for e in await journal.rooms(include_finished=True)]
+            assert keys == ["a"]
+
+    async def test_a_writer_that_cannot_start_says_why(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        missing = tmp_path / "no-such-writer.py"
+        monkeypatch.setattr(_journal_sqlite, "_WRITER_FILE", str(missing))
+        async with SQLiteJournal(tmp_path / "j.db") as journal:
+            with pytest.raises(JournalError, match="no-such-writer"):
+                await journal.room_opened(room("a"))
+
+    @pytest.mark.parametrize("stop", [True, False])
+    def test_the_writer_commits_nothing_after_its_input_ends_unasked(
+        self, tmp_path: Path, stop: bool
+    ) -> None:
+        # The journal's process died (its end of the pipe closed, no stop
+        # frame): the frames it sent are not committed, as with a thread.
+        path = str(tmp_path / "j.db")
+        SQLiteJournal(path, writer="thread").close_nowait()
+        row = (*_journal_sqlite._room_row(room("a")), 1, 0.0)
+        to_writer, from_journal = os.pipe()
+        to_journal, from_writer = os.pipe()
+        os.write(from_journal, frame([("open", (row,))]))
+        if stop:
+            os.write(from_journal, frame(None))
+
+        os.close(from_journal)
+        _journal_writer.serve(path, "FULL", 64, fd_in=to_writer, fd_out=from_writer)
+        os.close(from_writer)
+        answers = bytearray(os.read(to_journal, 1 << 16))
+        os.close(to_writer)
+        os.close(to_journal)
+        with sqlite3.connect(path) as conn:
+            (count,) = conn.execute("SELECT COUNT(*) FROM rooms").fetchone()
+
+        conn.close()
+        assert count == (1 if stop else 0)
+        replies = list(unframe(answers))
+        assert [reply[1] for reply in replies] == ([[(True, None)]] if stop else [])
+
+    async def test_a_journal_serves_one_event_loop(self, tmp_path: Path) -> None:
+        async with SQLiteJournal(tmp_path / "j.db") as journal:
+            await journal.room_opened(room("a"))
+            elsewhere = journal.room_opened(room("b"))
+            with pytest.raises(JournalError, match="another event loop"):
+                await anyio.to_thread.run_sync(asyncio.run, elsewhere)
+
+            assert len(await journal.unfinished()) == 1
+
+    def test_a_journal_never_closed_lets_its_writer_go(self, tmp_path: Path) -> None:
+        journal = SQLiteJournal(tmp_path / "j.db")
+        writer = journal._link._proc  # type: ignore[attr-defined]
+        del journal
+        gc.collect()
+        assert writer.returncode == 0
 
 
 async def read_all(directory: Path, name: str) -> bytes:
@@ -553,7 +643,7 @@ async def apply(journal: Journal, model: Model, op: tuple[Any, ...]) -> None:
             model.stamps[key] = model.tick()
 
 
-@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize("store", ["memory", "process", "thread"])
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(calls=ops)
 async def test_stores_follow_the_model(
@@ -562,7 +652,7 @@ async def test_stores_follow_the_model(
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "j.db"
         journal: MemoryJournal | SQLiteJournal = (
-            MemoryJournal() if store == "memory" else SQLiteJournal(path)
+            MemoryJournal() if store == "memory" else SQLiteJournal(path, writer=store)
         )
         model = Model()
         try:
@@ -570,7 +660,7 @@ async def test_stores_follow_the_model(
                 if op[0] == "reopen":
                     if isinstance(journal, SQLiteJournal):
                         await journal.aclose()
-                        journal = SQLiteJournal(path)
+                        journal = SQLiteJournal(path, writer=store)
                     continue
 
                 await apply(journal, model, op)
@@ -589,29 +679,17 @@ async def test_stores_follow_the_model(
 async def _one_batch(
     journal: SQLiteJournal, calls: list[Callable[[], Any]]
 ) -> list[Any]:
-    # Hold the writer thread in a batch of its own until every call is queued,
-    # so that all of them reach it as one batch, in call order.
-    entered, release = threading.Event(), threading.Event()
-
-    def gate(conn: sqlite3.Connection) -> None:
-        entered.set()
-        release.wait(10)
-
+    # Every call is made in one pass of the event loop, so that all of them
+    # reach the writer in one frame, in call order, and share one transaction.
     async def made(call: Callable[[], Awaitable[Any]]) -> Any:
-        # Called when its task runs, so that the calls queue in call order
-        # (submitted queues when called, the others when their coroutine runs).
+        # Called when its task runs (submitted queues when called, the others
+        # when their coroutine runs): all of these tasks run in one pass.
         return await call()
 
-    held = journal._call(gate)
-    await anyio.to_thread.run_sync(entered.wait, 10)
-    try:
-        tasks = [asyncio.ensure_future(made(call)) for call in calls]
-        await asyncio.sleep(0)  # each task runs up to its wait: all queued
-    finally:
-        release.set()
-        await held
-
+    before = journal.stats.transactions
+    tasks = [asyncio.ensure_future(made(call)) for call in calls]
     results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert journal.stats.transactions <= before + 1
     return [
         (type(r).__name__, str(r)) if isinstance(r, BaseException) else r
         for r in results

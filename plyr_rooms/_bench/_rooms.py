@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._journal_sqlite import _deliver
 from ..journal import MemoryJournal, SQLiteJournal
 from ..manager import RoomManager
 from ..poller import TaskPoller
@@ -27,7 +26,6 @@ from ._config import room_players, walk_of
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from .._journal_sqlite import _Op
     from .._observe import Transition
     from ..client import PlyrClient
     from ._config import BenchConfig, Target
@@ -94,17 +92,14 @@ class BenchRoom(GameRoom):
 
 
 class DiscardingJournal(SQLiteJournal):
-    """A SQLite journal whose writer thread answers every call and writes nothing.
+    """A SQLite journal whose writer answers every call and writes nothing.
 
     The event loop's side is the SQLite journal's own: each call is checked,
-    turned into its row, queued, and awaited until the writer thread answers
-    its batch. Reads find nothing; the load test makes none.
+    turned into its row, sent to the writer, and awaited until the writer
+    answers its batch. Reads find nothing; the load test makes none.
     """
 
-    def _commit(self, batch: list[_Op]) -> None:
-        self._count(len(batch))
-        _deliver([(op, None, None) for op in batch])
-        self._writer_cpu = time.thread_time()
+    _discard = True
 
 
 @contextlib.asynccontextmanager
