@@ -160,7 +160,7 @@ def main() -> None:
                     f" = {result['writes_per_second']} writes/s,"
                     f" {result['transactions']} transactions"
                     f" (largest batch {result['largest_batch']}),"
-                    f" writer thread CPU {result['writer_cpu_s']} s,"
+                    f" writer CPU {result['writer_cpu_s']} s,"
                     f" {result['rooms_per_second']} room walks/s"
                 )
 

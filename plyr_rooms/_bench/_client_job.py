@@ -53,12 +53,16 @@ async def run_strategy(
 
     The result holds the step records, status-request stamps, errors, and the
     client's CPU seconds and wall time over the run (and the process's peak RSS,
-    which covers everything this process did before, too).
+    which covers everything this process did before, too). The client's CPU
+    includes the journal's writer process, which the run starts and reaps; its
+    RSS does not (a child's peak as the kernel counts it includes this process's
+    pages from before the child's exec).
     """
     recorder = Recorder()
     limit = connection_limit(config, strategy)
     cpu_before = time.process_time()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with collector(config.gc_threshold) as gc_cost:
         async with (
@@ -75,8 +79,11 @@ async def run_strategy(
             client_stats = client.stats
 
     finished = time.monotonic()
-    cpu = time.process_time() - cpu_before
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_user = children.ru_utime - children_before.ru_utime
+    child_sys = children.ru_stime - children_before.ru_stime
+    cpu = time.process_time() - cpu_before + child_user + child_sys
     if on_progress is not None:
         on_progress(recorder.rooms_ended, recorder.rooms_failed)
 
@@ -92,8 +99,8 @@ async def run_strategy(
         "finished": finished,
         "cpu": cpu,
         # The kernel's share is mostly loopback TCP: sending wakes the receiver.
-        "cpu_user": usage.ru_utime - usage_before.ru_utime,
-        "cpu_sys": usage.ru_stime - usage_before.ru_stime,
+        "cpu_user": usage.ru_utime - usage_before.ru_utime + child_user,
+        "cpu_sys": usage.ru_stime - usage_before.ru_stime + child_sys,
         "max_rss_kb": usage.ru_maxrss,
         "client_requests": dict(client_stats.requests_by_route),
         "client_retries": client_stats.retries,

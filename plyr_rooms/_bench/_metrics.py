@@ -184,7 +184,7 @@ _ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("step latency p99 (s)", lambda s: _num(s["step_latency_s"]["p99"], 2)),
     ("client CPU / room (ms)", lambda s: _num(s["client_cpu_ms_per_room"], 2)),
     ("  of which user / sys (s)", lambda s: _split(s)),
-    ("  of which journal thread (s)", lambda s: _journal_cpu(s.get("journal"))),
+    ("  of which journal writer (s)", lambda s: _journal_cpu(s.get("journal"))),
     ("  garbage collection (s)", lambda s: _gc(s.get("gc"))),
     ("client CPU / request (us)", lambda s: _num(s["client_cpu_us_per_request"], 0)),
     ("journal writes / commits", lambda s: _journal_writes(s.get("journal"))),
