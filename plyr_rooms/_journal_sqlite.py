@@ -44,7 +44,7 @@ import time
 import weakref
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol, TypeVarTuple
 
 import anyio
 
@@ -107,6 +107,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1,)
 #: The schema version this plyr-rooms writes (``PRAGMA user_version``).
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
+_Ts = TypeVarTuple("_Ts")
 _SYNC_MODES = frozenset({"FULL", "NORMAL", "EXTRA"})
 _WRITERS = frozenset({"process", "thread"})
 _DEFAULT_WRITER: Final = "process" if os.name == "posix" else "thread"
@@ -439,13 +440,16 @@ class _ProcessLink:
     def __init__(self, journal: SQLiteJournal, args: list[str]) -> None:
         self._journal = journal
         # -I: no environment variables, no user site; -S: no site packages.
-        # The writer needs the standard library only, and starts faster.
+        # The writer needs the standard library only, and starts faster. In a
+        # process group of its own, so that a Ctrl-C at the terminal reaches
+        # this process alone, which may still want to drain its rooms.
         self._proc = subprocess.Popen(
             [sys.executable, "-I", "-S", _WRITER_FILE, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             bufsize=0,
+            process_group=0,
         )
         assert self._proc.stdin is not None
         assert self._proc.stdout is not None
@@ -615,7 +619,11 @@ class _ThreadLink:
                     answers = self._writer.commit(batch)
                     stats = self._writer.stats(time.thread_time())
                     self._tell(
-                        self._journal._answer, answers, stats, self._writer.error
+                        self._journal._answer,
+                        answers,
+                        stats,
+                        self._writer.error,
+                        self._writer.fallback,
                     )
 
         except BaseException as exc:
@@ -644,7 +652,7 @@ class _ThreadLink:
 
         return batch, False
 
-    def _tell(self, call: Callable[..., None], *args: Any) -> None:
+    def _tell(self, call: Callable[[*_Ts], None], *args: *_Ts) -> None:
         if self._loop is None:
             return
 

@@ -505,6 +505,15 @@ class TestWriterProcess:
 
             assert len(await journal.unfinished()) == 1
 
+    async def test_the_writer_has_a_process_group_of_its_own(
+        self, tmp_path: Path
+    ) -> None:
+        # A Ctrl-C at the terminal goes to the foreground process group: the
+        # game server may drain its rooms, and its writer must outlive that.
+        async with SQLiteJournal(tmp_path / "j.db") as journal:
+            writer = journal._link._proc  # type: ignore[attr-defined]
+            assert os.getpgid(writer.pid) == writer.pid != os.getpgid(0)
+
     def test_a_journal_never_closed_lets_its_writer_go(self, tmp_path: Path) -> None:
         journal = SQLiteJournal(tmp_path / "j.db")
         writer = journal._link._proc  # type: ignore[attr-defined]
