@@ -88,17 +88,20 @@ class TestHarness:
         check_counts("shared", report["strategies"]["shared"])
 
     async def test_one_run_compares_a_walk_with_and_without_journal(self) -> None:
-        """``+journal`` and ``+discard`` walk the same rooms; the run compares them."""
-        strategies = ("atomic", "atomic+journal", "atomic+discard")
+        """``+journal``, ``+discard`` and ``+thread`` walk the same rooms."""
+        strategies = ("atomic", "atomic+journal", "atomic+discard", "atomic+thread")
         report = await run_bench(tiny(strategies=strategies, cpu_requests=0))
 
-        plain, journaled, discarded = (report["strategies"][n] for n in strategies)
+        plain, journaled, discarded, threaded = (
+            report["strategies"][n] for n in strategies
+        )
         check_counts("atomic+journal", journaled)
         check_counts("atomic+discard", discarded)
+        check_counts("atomic+thread", threaded)
         assert plain["journal"] is None
         # Opened, then intent, task id and outcome for each of the two steps.
-        assert journaled["journal"]["writes"] == ROOMS * 7
-        assert discarded["journal"]["writes"] == ROOMS * 7
+        for journal in (journaled, discarded, threaded):
+            assert journal["journal"]["writes"] == ROOMS * 7
         targets = [c["target"] for c in report["checks"]]
         [without] = [t for t in targets if "without the journal" in t]
         assert without.startswith("atomic+journal")

@@ -29,9 +29,11 @@ STRATEGIES = (
     "shared",
     "shared+journal",
     "shared+discard",
+    "shared+thread",
     "atomic",
     "atomic+journal",
     "atomic+discard",
+    "atomic+thread",
 )
 
 
@@ -47,7 +49,8 @@ def walk_of(strategy: str) -> tuple[str, str | None]:
     the walk with and without it. ``"X+discard"`` walks with a journal whose
     store writes nothing: every call is checked, queued and answered as a SQLite
     journal's is, so that the run tells what the store costs from what waiting
-    on a journal costs the event loop.
+    on a journal costs the event loop. ``"X+thread"`` walks with the SQLite
+    journal's writer in a thread of the client instead of a child process.
     """
     walk, _, journal = strategy.partition("+")
     return walk, journal or None
@@ -62,9 +65,11 @@ STEPS_PER_ROOM = {
     "shared": 6,
     "shared+journal": 6,
     "shared+discard": 6,
+    "shared+thread": 6,
     "atomic": 2,
     "atomic+journal": 2,
     "atomic+discard": 2,
+    "atomic+thread": 2,
 }
 
 

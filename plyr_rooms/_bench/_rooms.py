@@ -106,16 +106,24 @@ class DiscardingJournal(SQLiteJournal):
 async def _journal(
     kind: str | None,
 ) -> AsyncIterator[MemoryJournal | SQLiteJournal | None]:
-    # kind: None, "memory", "sqlite", or "discard" (DiscardingJournal).
+    # kind: None, "memory", "sqlite", "thread" (SQLite, its writer a thread),
+    # or "discard" (DiscardingJournal).
     if kind is None:
         yield None
     elif kind == "memory":
         async with MemoryJournal() as journal:
             yield journal
     else:
-        store = DiscardingJournal if kind == "discard" else SQLiteJournal
         with tempfile.TemporaryDirectory(prefix="plyr-bench-") as folder:
-            async with store(Path(folder) / "journal.sqlite3") as journal:
+            path = Path(folder) / "journal.sqlite3"
+            if kind == "discard":
+                store: SQLiteJournal = DiscardingJournal(path)
+            elif kind == "thread":
+                store = SQLiteJournal(path, writer="thread")
+            else:
+                store = SQLiteJournal(path)
+
+            async with store as journal:
                 yield journal
 
 
@@ -132,7 +140,7 @@ async def run_room_strategy(
     walk, store = walk_of(strategy)
     atomic = walk == "atomic"
     kind = config.journal
-    if store == "discard":
+    if store in ("discard", "thread"):
         kind = store
     elif store is not None:
         kind = config.journal or "sqlite"
