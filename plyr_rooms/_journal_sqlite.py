@@ -554,7 +554,7 @@ class _ProcessLink:
         self._close_input()
         why = None
         if self._fatal is not None or not self._stopping:
-            why = self._fatal or _stderr_of(self._proc) or "it exited"
+            why = self._fatal or _stderr_of(self._proc) or _exit_of(self._proc)
 
         self._journal._ended(why)
         if not self._gone.done():
@@ -570,6 +570,16 @@ def _stderr_of(proc: subprocess.Popen[bytes]) -> str:
         text = b""
 
     return text.decode("utf-8", "replace").strip()[-1000:]
+
+
+def _exit_of(proc: subprocess.Popen[bytes]) -> str:
+    # Its end of the pipe is closed: it has exited, or is about to.
+    try:
+        code = proc.wait(0.5)
+    except subprocess.TimeoutExpired:
+        return "it closed its output"
+
+    return f"killed by signal {-code}" if code < 0 else f"it exited with code {code}"
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:

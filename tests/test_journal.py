@@ -445,7 +445,7 @@ class TestWriterProcess:
             writer = journal._link._proc  # type: ignore[attr-defined]
             writer.kill()
             writer.wait()
-            with pytest.raises(JournalError, match=r"journal writer .* stopped"):
+            with pytest.raises(JournalError, match=r"writer .* stopped: killed by si"):
                 await waiting
 
             with pytest.raises(JournalError, match="stopped"):
