@@ -13,6 +13,7 @@ import hmac
 import random
 import statistics
 import time
+import types
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from plyr_rooms.signing import canonical_json, sign_text
 from plyr_rooms.simulator import Latency, SimConfig, SimPlayer, Simulator
+from plyr_rooms.simulator import _http as sim_http
 from plyr_rooms.simulator._eth import is_address
 from plyr_rooms.simulator._http import parse_body
 from plyr_rooms.simulator._probe import Answer, Probe
@@ -250,6 +252,26 @@ class TestAuthentication:
                 "GET", "/now", headers=api.headers("{}", timestamp=stamp)
             )
             assert answer.status == status, stamp
+
+    async def test_the_window_is_inclusive_to_the_millisecond(
+        self, api: Probe, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Row: exactly 300 000 ms away is accepted, 300 001 is not."""
+        now = int(time.time() * 1000)
+        # The simulator's clock stands still 0.4 ms past *now*: the server's
+        # Date.now() is whole milliseconds, so an exact 300,000 stays inside.
+        clock = types.SimpleNamespace(time_ns=lambda: now * 1_000_000 + 400_000)
+        monkeypatch.setattr(sim_http, "time", clock)
+        for stamp, status in [
+            (now - 300_000, 200),
+            (now + 300_000, 200),
+            (now - 300_001, 401),
+            (now + 300_001, 401),
+        ]:
+            answer = await api.request(
+                "GET", "/now", headers=api.headers("{}", timestamp=str(stamp))
+            )
+            assert answer.status == status, stamp - now
 
     async def test_roles(self, api: Probe) -> None:
         """Row: role hierarchy with 403."""
