@@ -35,19 +35,13 @@ import asyncio
 import json
 import logging
 import os
-import queue
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
-import weakref
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Final, Protocol, TypeVarTuple
+from typing import Any, ClassVar, Final
 
-import anyio
-
+from ._journal_link import Link, ProcessLink, ThreadLink
 from ._journal_records import (
     JournalClosed,
     JournaledRoom,
@@ -63,7 +57,7 @@ from ._journal_records import (
     json_text,
     scan_json,
 )
-from ._journal_writer import Answer, Call, Stats, Writer, connect, frame, unframe
+from ._journal_writer import Answer, Call, Stats, Writer, connect
 from .errors import InvalidInput
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteJournal"]
@@ -107,11 +101,9 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1,)
 #: The schema version this plyr-rooms writes (``PRAGMA user_version``).
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
-_Ts = TypeVarTuple("_Ts")
 _SYNC_MODES = frozenset({"FULL", "NORMAL", "EXTRA"})
 _WRITERS = frozenset({"process", "thread"})
 _DEFAULT_WRITER: Final = "process" if os.name == "posix" else "thread"
-_WRITER_FILE: Final = os.path.join(os.path.dirname(__file__), "_journal_writer.py")
 
 
 def _migrate(
@@ -133,14 +125,6 @@ def _migrate(
 
         conn.execute("COMMIT")
         logger.debug("journal %s migrated to schema version %d", path, version + 1)
-
-
-class _Link(Protocol):
-    # How the journal reaches its writer: a child process or a thread.
-    def start(self, loop: asyncio.AbstractEventLoop) -> None: ...
-    def send(self, calls: list[Call]) -> None: ...
-    def stop(self) -> None: ...
-    async def join(self) -> None: ...
 
 
 class SQLiteJournal:
@@ -208,15 +192,16 @@ class SQLiteJournal:
         self._closing = False
         self._lost: str | None = None
         self._stats: Stats = (0, 0, 0, 0.0)
-        self._link: _Link
+        self._link: Link
         if writer == "process":
             args = [self.path, synchronous, str(max_batch), str(int(at_once))]
-            self._link = _ProcessLink(self, [*args, str(int(self._discard))])
+            args.append(str(int(self._discard)))
+            self._link = ProcessLink(args, self._answer, self._ended)
         else:
             store = Writer(
                 connect(self.path, synchronous), at_once=at_once, discard=self._discard
             )
-            self._link = _ThreadLink(self, store, max_batch)
+            self._link = ThreadLink(store, max_batch, self._answer, self._ended)
 
     def __repr__(self) -> str:
         return f"SQLiteJournal({self.path!r})"
@@ -432,245 +417,6 @@ class SQLiteJournal:
             future = self._waiting.popleft()
             if not future.done():
                 future.set_exception(JournalError(self._lost))
-
-
-class _ProcessLink:
-    """The writer as a child process, its pipes driven by the event loop."""
-
-    def __init__(self, journal: SQLiteJournal, args: list[str]) -> None:
-        self._journal = journal
-        # -I: no environment variables, no user site; -S: no site packages.
-        # The writer needs the standard library only, and starts faster. In a
-        # process group of its own, so that a Ctrl-C at the terminal reaches
-        # this process alone, which may still want to drain its rooms.
-        self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", _WRITER_FILE, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            bufsize=0,
-            process_group=0,
-        )
-        assert self._proc.stdin is not None
-        assert self._proc.stdout is not None
-        assert self._proc.stderr is not None
-        self._to = self._proc.stdin.fileno()
-        self._from = self._proc.stdout.fileno()
-        os.set_blocking(self._to, False)
-        os.set_blocking(self._from, False)
-        os.set_blocking(self._proc.stderr.fileno(), False)
-        self._out = bytearray()
-        self._in = bytearray()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._writing = False
-        self._stopping = False
-        self._fatal: str | None = None
-        self._gone: asyncio.Future[None] | None = None
-        # A journal never closed still lets its writer go (and reaps it).
-        weakref.finalize(self, _reap, self._proc)
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._gone = loop.create_future()
-        loop.add_reader(self._from, self._readable)
-
-    def send(self, calls: list[Call]) -> None:
-        self._out += frame(calls)
-        self._write()
-
-    def stop(self) -> None:
-        self._stopping = True
-        if self._loop is None:  # never used: nothing to finish
-            self._close_input()
-            return
-
-        self._out += frame(None)
-        self._write()
-
-    async def join(self) -> None:
-        if self._gone is not None:
-            await asyncio.shield(self._gone)
-
-        await anyio.to_thread.run_sync(self._proc.wait)
-        for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-    def _write(self) -> None:
-        assert self._loop is not None
-        if self._proc.stdin is None or self._proc.stdin.closed:
-            self._out.clear()  # the writer is gone; the reader says so
-            return
-
-        try:
-            del self._out[: os.write(self._to, self._out)]
-        except BlockingIOError:
-            pass
-        except OSError:
-            self._out.clear()  # a broken pipe: the reader sees the end
-
-        if self._out and not self._writing:
-            self._loop.add_writer(self._to, self._write)
-            self._writing = True
-        elif not self._out and self._writing:
-            self._loop.remove_writer(self._to)
-            self._writing = False
-
-        if not self._out and self._stopping:
-            self._close_input()
-
-    def _close_input(self) -> None:
-        assert self._proc.stdin is not None
-        if not self._proc.stdin.closed:
-            self._proc.stdin.close()
-
-    def _readable(self) -> None:
-        try:
-            data = os.read(self._from, 1 << 20)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-
-        if not data:
-            self._end()
-            return
-
-        self._in += data
-        for message in unframe(self._in):
-            if message[0] == "done":
-                self._journal._answer(*message[1:])
-            else:
-                self._fatal = message[1]
-
-    def _end(self) -> None:
-        assert self._loop is not None
-        assert self._gone is not None
-        self._loop.remove_reader(self._from)
-        if self._writing:
-            self._loop.remove_writer(self._to)
-            self._writing = False
-
-        self._close_input()
-        why = None
-        if self._fatal is not None or not self._stopping:
-            why = self._fatal or _stderr_of(self._proc) or _exit_of(self._proc)
-
-        self._journal._ended(why)
-        if not self._gone.done():
-            self._gone.set_result(None)
-
-
-def _stderr_of(proc: subprocess.Popen[bytes]) -> str:
-    # What a writer that died without a word wrote on its way out, if anything.
-    assert proc.stderr is not None
-    try:
-        text = proc.stderr.read(4096) or b""
-    except OSError:
-        text = b""
-
-    return text.decode("utf-8", "replace").strip()[-1000:]
-
-
-def _exit_of(proc: subprocess.Popen[bytes]) -> str:
-    # Its end of the pipe is closed: it has exited, or is about to.
-    try:
-        code = proc.wait(0.5)
-    except subprocess.TimeoutExpired:
-        return "it closed its output"
-
-    return f"killed by signal {-code}" if code < 0 else f"it exited with code {code}"
-
-
-def _reap(proc: subprocess.Popen[bytes]) -> None:
-    for pipe in (proc.stdin, proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
-
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-class _ThreadLink:
-    """The writer as a thread of this process (where no child process can be)."""
-
-    def __init__(self, journal: SQLiteJournal, writer: Writer, max_batch: int) -> None:
-        self._journal = journal
-        self._writer = writer
-        self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[list[Call] | None] = queue.SimpleQueue()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(
-            target=self._run, name="plyr-rooms-journal", daemon=True
-        )
-        self._thread.start()
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def send(self, calls: list[Call]) -> None:
-        self._queue.put(calls)
-
-    def stop(self) -> None:
-        self._queue.put(None)
-
-    async def join(self) -> None:
-        await anyio.to_thread.run_sync(self._thread.join)
-
-    def _run(self) -> None:
-        try:
-            stop = False
-            while not stop:
-                batch, stop = self._take()
-                if batch:
-                    answers = self._writer.commit(batch)
-                    stats = self._writer.stats(time.thread_time())
-                    self._tell(
-                        self._journal._answer,
-                        answers,
-                        stats,
-                        self._writer.error,
-                        self._writer.fallback,
-                    )
-
-        except BaseException as exc:
-            logger.exception("journal writer thread failed")
-            self._tell(self._journal._ended, repr(exc))
-        finally:
-            self._writer.conn.close()
-
-    def _take(self) -> tuple[list[Call], bool]:
-        # Every whole frame queued, up to max_batch calls.
-        first = self._queue.get()
-        if first is None:
-            return [], True
-
-        batch = list(first)
-        while len(batch) < self._max_batch:
-            try:
-                calls = self._queue.get_nowait()
-            except queue.Empty:
-                break
-
-            if calls is None:
-                return batch, True
-
-            batch.extend(calls)
-
-        return batch, False
-
-    def _tell(self, call: Callable[[*_Ts], None], *args: *_Ts) -> None:
-        if self._loop is None:
-            return
-
-        try:
-            self._loop.call_soon_threadsafe(call, *args)
-        except RuntimeError:
-            # The loop is closed: nobody is waiting any more.
-            logger.debug("journal answers for a closed event loop dropped")
 
 
 def _connect(path: str, migrations: Sequence[Migration]) -> sqlite3.Connection:

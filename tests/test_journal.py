@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plyr_rooms import _journal_sqlite, _journal_writer
+from plyr_rooms import _journal_link, _journal_sqlite, _journal_writer
 from plyr_rooms._journal_records import _JWT, _SECRET_KEY, scan_json
 from plyr_rooms._journal_sqlite import MIGRATIONS, SCHEMA_VERSION
 from plyr_rooms._journal_writer import frame, unframe
@@ -462,7 +462,7 @@ class TestWriterProcess:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         missing = tmp_path / "no-such-writer.py"
-        monkeypatch.setattr(_journal_sqlite, "_WRITER_FILE", str(missing))
+        monkeypatch.setattr(_journal_link, "_WRITER_FILE", str(missing))
         async with SQLiteJournal(tmp_path / "j.db") as journal:
             with pytest.raises(JournalError, match="no-such-writer"):
                 await journal.room_opened(room("a"))
