@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._journal_writer import submit_refusal
 from .errors import InvalidInput, PlyrError
 
 if TYPE_CHECKING:
@@ -316,16 +317,7 @@ def data_text(room: RoomRecord) -> str:
 
 
 def _check_submit(step: StepRecord, room_key: str, task_id: str) -> None:
-    # Shared by both stores: a task id is written once, and never after the
-    # outcome (an outcome without its task id would hide a double submission).
-    if step.task_id is not None and step.task_id != task_id:
-        raise JournalError(
-            f"step {step.seq} of room {room_key!r} already has task id "
-            f"{step.task_id!r}, not {task_id!r}"
-        )
-
-    if step.outcome is not None:
-        raise JournalError(
-            f"step {step.seq} of room {room_key!r} is already settled "
-            f"({step.outcome}); too late for a task id"
-        )
+    # The memory store's side of submit_refusal, the rule both stores share.
+    why = submit_refusal(room_key, step.seq, step.task_id, step.outcome, task_id)
+    if why is not None:
+        raise JournalError(why)

@@ -376,7 +376,6 @@ def _insert_step(
 def _submit_step(conn: sqlite3.Connection, key: str, seq: int, task_id: str) -> None:
     # One statement in the usual case (no task id yet, no outcome); the rules
     # are read back only to say why a write was refused, or that it was a repeat.
-    # The same rules as the memory store's (_journal_records._check_submit).
     cursor = conn.execute(
         "UPDATE steps SET task_id = ?, submitted_at = ?"
         " WHERE seq = ? AND room_key = ? AND task_id IS NULL AND outcome IS NULL",
@@ -392,17 +391,32 @@ def _submit_step(conn: sqlite3.Connection, key: str, seq: int, task_id: str) -> 
     if found is None:
         raise Refused(f"room {key!r} has no step {seq!r}")
 
-    known, outcome = found
+    why = submit_refusal(key, seq, found[0], found[1], task_id)
+    if why is not None:
+        raise Refused(why)
+
+
+def submit_refusal(
+    key: str, seq: int, known: str | None, outcome: str | None, task_id: str
+) -> str | None:
+    """Why step *seq* of room *key* may not take *task_id* now, or None.
+
+    The rule of both stores: a task id is written once (the same one again is a
+    repeat, not a change), and never after the outcome, since an outcome without
+    its task id would hide a double submission.
+    """
     if known is not None and known != task_id:
-        raise Refused(
+        return (
             f"step {seq} of room {key!r} already has task id {known!r}, not {task_id!r}"
         )
 
     if outcome is not None:
-        raise Refused(
+        return (
             f"step {seq} of room {key!r} is already settled ({outcome});"
             " too late for a task id"
         )
+
+    return None
 
 
 def _settle_step(conn: sqlite3.Connection, args: tuple[Any, ...]) -> None:
